@@ -1,0 +1,26 @@
+# Common tasks. The two a newcomer needs: `make demo` and `make test`.
+.PHONY: demo test unit bench up down install clean
+
+install:            ## create .venv with the pinned dependencies
+	bash scripts/bootstrap.sh
+
+up:                 ## start Kafka and MariaDB (idempotent)
+	bash scripts/infra/up.sh
+
+down:               ## stop Kafka and MariaDB
+	bash scripts/infra/down.sh
+
+demo:               ## the main job end to end on local real services
+	bash scripts/demo.sh
+
+test:               ## install, start the services, run every test
+	bash scripts/test.sh
+
+unit:               ## unit tests only (no services)
+	bash scripts/bootstrap.sh && .venv/bin/pytest tests/unit -q
+
+bench:              ## the throughput benchmark (writes bench/results and the README table)
+	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.run
+
+clean:              ## remove the demo lake and local worker state (not the services' data)
+	rm -rf lake .infra/worker .infra/worker.log

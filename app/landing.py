@@ -1,0 +1,131 @@
+"""Landing one feed's events: decode, dead-letter the bad, write every sink, then let the agent ack.
+
+:meth:`FeedLanding.land` is the whole per-batch contract the agent relies on:
+when it returns, every event it was given is either in every sink (up to the
+sinks' ledgers) or in the dead-letter topic, so the agent may ack them all.
+It never returns early: transient failures are retried with backoff for as
+long as it takes (the partition's progress waits, nothing is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app import metrics
+from app.dead_letters import DeadLetter, DeadLetterPublisher
+from app.feeds import Feed
+from app.retry import Backoff, retry_transient
+from app.sinks.base import Batch, Sink
+from models.transaction import InvalidRecord, decode
+
+__all__ = ["FeedLanding", "RawMessage", "reason_of"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """What the landing needs of a Kafka message."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def reason_of(error: Exception) -> str:
+    """The short, stable reason label of a decode failure."""
+    text = str(error)
+    if text.startswith("not UTF-8"):
+        return "not_utf8"
+    if text.startswith("not JSON"):
+        return "not_json"
+    if isinstance(error, InvalidRecord):
+        return "invalid_record"
+    return "decoder_error"
+
+
+class FeedLanding:
+    """Lands batches of one feed's messages into its sinks."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        sinks: Sequence[Sink],
+        dead_letters: DeadLetterPublisher,
+        backoff: Backoff,
+    ) -> None:
+        self.feed = feed
+        self.sinks = tuple(sinks)
+        self.dead_letters = dead_letters
+        self.backoff = backoff
+        self._model = feed.record_kind.model
+
+    async def land(self, messages: Sequence[RawMessage]) -> None:
+        """Land ``messages`` (any partitions, offset order within each). See the module docstring."""
+        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
+        for message in messages:
+            by_partition[message.partition].append(message)
+        for partition, group in by_partition.items():
+            batch, rejected = self.decode(partition, group)
+            if rejected:
+                await retry_transient(
+                    lambda: self.dead_letters.publish(rejected),
+                    what=f"dead-letter publish for {batch.describe()}",
+                    backoff=self.backoff,
+                )
+                for letter in rejected:
+                    metrics.DEAD_LETTERS.labels(self.feed.name, letter.reason).inc()
+            metrics.BATCH_RECORDS.labels(self.feed.name).observe(len(batch.records))
+            # The sinks are independent (own ledgers): land in parallel.
+            await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
+
+    def decode(self, partition: int, messages: Sequence[RawMessage]) -> tuple[Batch, list[DeadLetter]]:
+        """Split messages into a batch of valid records and the dead letters of the rest."""
+        model = self._model
+        records: list[Any] = []
+        offsets: list[int] = []
+        rejected: list[DeadLetter] = []
+        for message in messages:
+            try:
+                if message.value is None:
+                    raise InvalidRecord("null value (tombstone) on a stream topic")
+                records.append(decode(model, message.value))
+                offsets.append(message.offset)
+            except Exception as exc:  # every decode failure is terminal for its record only
+                reason = reason_of(exc)
+                logger.warning(
+                    "dead-lettering %s[%d]@%d: %s", self.feed.topic, partition, message.offset, exc
+                )
+                rejected.append(
+                    DeadLetter(
+                        self.feed.topic,
+                        partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        reason,
+                        type(exc).__name__,
+                        str(exc),
+                    )
+                )
+        batch = Batch(self.feed, partition, messages[0].offset, messages[-1].offset, records, offsets)
+        return batch, rejected
+
+    async def _write(self, sink: Sink, batch: Batch) -> None:
+        started = time.perf_counter()
+        landed = await retry_transient(
+            lambda: sink.write(batch),
+            what=f"{sink.name} write of {batch.describe()}",
+            backoff=self.backoff,
+            on_retry=lambda _exc: metrics.SINK_RETRIES.labels(self.feed.name, sink.name).inc(),
+        )
+        metrics.SINK_FLUSH_SECONDS.labels(self.feed.name, sink.name).observe(time.perf_counter() - started)
+        metrics.RECORDS_LANDED.labels(self.feed.name, sink.name).inc(landed)
+        metrics.LEDGER_POSITION.labels(self.feed.name, sink.name, str(batch.partition)).set(batch.last_offset)

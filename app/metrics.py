@@ -1,0 +1,42 @@
+"""txlake's own Prometheus metrics (Faust's sensors add theirs on the same /metrics).
+
+Names follow Prometheus conventions: ``txlake_`` prefix, base units, ``_total``
+for counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "BATCH_RECORDS",
+    "DEAD_LETTERS",
+    "LEDGER_POSITION",
+    "RECORDS_LANDED",
+    "SINK_FLUSH_SECONDS",
+    "SINK_RETRIES",
+]
+
+RECORDS_LANDED = Counter(
+    "txlake_records_landed_total", "Records newly landed, by feed and sink.", ["feed", "sink"]
+)
+DEAD_LETTERS = Counter(
+    "txlake_dead_letters_total", "Records sent to the dead-letter topic, by feed and reason.", ["feed", "reason"]
+)
+SINK_RETRIES = Counter(
+    "txlake_sink_retries_total", "Failed sink writes that were retried, by feed and sink.", ["feed", "sink"]
+)
+BATCH_RECORDS = Histogram(
+    "txlake_batch_records",
+    "Records per landed partition batch, by feed.",
+    ["feed"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+SINK_FLUSH_SECONDS = Histogram(
+    "txlake_sink_flush_seconds", "Time to land one partition batch, by sink.", ["feed", "sink"]
+)
+LEDGER_POSITION = Gauge(
+    "txlake_ledger_landed_through_offset",
+    "Highest offset landed, by feed, sink and partition.",
+    ["feed", "sink", "partition"],
+)

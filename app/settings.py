@@ -1,0 +1,170 @@
+"""txlake's settings: one frozen object, built once at start and passed down.
+
+Sources, highest priority first:
+
+1. keyword arguments (tests),
+2. environment variables, prefix ``TXLAKE_``, nested sections split by ``__``
+   (``TXLAKE_MYSQL__HOST``, ``TXLAKE_BATCHING__FLUSH_SIZE``),
+3. a ``.env`` file in the working directory,
+4. secret files, one value per file, named like the variable without the
+   prefix (``mysql__password``, ``anonymization__key``) in the directory
+   ``TXLAKE_SECRETS_DIR`` (default ``/run/secrets/txlake``) -- how Kubernetes
+   mounts a Secret as a volume,
+5. the defaults below, which work with the local services of ``scripts/infra``.
+
+Secrets are :class:`~pydantic.SecretStr`: printing or logging the settings
+shows ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from models.derive import Blacklist
+
+__all__ = [
+    "AnonymizationSettings",
+    "BatchingSettings",
+    "ErrorsSettings",
+    "KafkaSettings",
+    "LakeSettings",
+    "MySQLSettings",
+    "Settings",
+    "WebSettings",
+]
+
+DEFAULT_SECRETS_DIR = "/run/secrets/txlake"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where the worker consumes from and how it identifies itself."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list (Kafka's bootstrap.servers)."
+    )
+    group_id: str = Field(
+        "txlake",
+        description="Consumer group id, also the Faust app id. Workers with the same id share the partitions.",
+    )
+    commit_interval_ms: int = Field(
+        2800, ge=100, description="How often acked offsets are committed to Kafka (Faust's broker_commit_interval)."
+    )
+
+
+class MySQLSettings(_Section):
+    """The warehouse connection (MySQL 8 or MariaDB 10.6+)."""
+
+    host: str = "127.0.0.1"
+    port: int = 3307
+    user: str = "txlake"
+    password: SecretStr = SecretStr("txlake-local")
+    database: str = "txlake"
+    pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the warehouse sink.")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class LakeSettings(_Section):
+    """Where the Parquet lake lives."""
+
+    root: Path = Field(Path("lake"), description="Lake root directory; datasets live under streams/ and tables/.")
+    compression: str = Field("snappy", description="Parquet codec (snappy, zstd, gzip, none).")
+
+
+class BatchingSettings(_Section):
+    """When a batch is flushed: whichever comes first (Kafka Connect's S3 sink vocabulary)."""
+
+    flush_size: int = Field(1000, ge=1, le=100_000, description="Records per batch.")
+    rotate_interval_ms: int = Field(
+        30_000, ge=10, description="Longest wait for a batch to fill, counted from the previous flush."
+    )
+
+
+class ErrorsSettings(_Section):
+    """What happens to bad records and failing sinks."""
+
+    deadletterqueue_topic_name: str = Field(
+        "txlake-dead-letters",
+        description="Topic that receives undecodable or invalid records (errors.deadletterqueue.topic.name).",
+    )
+    retry_backoff_ms: int = Field(200, ge=1, description="First wait before a failed sink write is retried.")
+    retry_backoff_max_ms: int = Field(30_000, ge=1, description="Longest wait between two retries.")
+
+
+class AnonymizationSettings(_Section):
+    """The keyed hash behind the anonymized stream."""
+
+    key: SecretStr = Field(
+        SecretStr("txlake-local-demo-key"),
+        description="HMAC key; set a real secret in production (the same on every worker).",
+    )
+
+
+class WebSettings(_Section):
+    """The worker's HTTP server (metrics and health)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(6066, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything txlake reads from its environment. Immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TXLAKE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    mysql: MySQLSettings = MySQLSettings()
+    lake: LakeSettings = LakeSettings()
+    batching: BatchingSettings = BatchingSettings()
+    errors: ErrorsSettings = ErrorsSettings()
+    anonymization: AnonymizationSettings = AnonymizationSettings()
+    blacklist: Blacklist = Blacklist()
+    web: WebSettings = WebSettings()
+    feeds_file: Path | None = Field(
+        None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
+    )
+    topic_suffix: str = Field(
+        "", description="Appended to every feed topic and the dead-letter topic (isolates tests and demos)."
+    )
+    datadir: Path = Field(Path(".txlake"), description="Faust's local state directory.")
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets = NestedSecretsSettingsSource(
+            file_secret_settings,
+            secrets_dir=os.environ.get("TXLAKE_SECRETS_DIR", DEFAULT_SECRETS_DIR),
+            secrets_dir_missing="ok",
+            secrets_prefix="",
+        )
+        return init_settings, env_settings, dotenv_settings, secrets
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.errors.deadletterqueue_topic_name + self.topic_suffix

@@ -1,0 +1,126 @@
+"""The warehouse sink: a batch's dimension upserts and its offset ledger in one MySQL transaction.
+
+For a batch of (feed, topic, partition) the sink, inside one transaction:
+
+1. locks the ledger row (``SELECT … FOR UPDATE``) and reads ``landed_through``;
+2. drops the records at or below it (a replay);
+3. upserts the feed's warehouse tables (multi-row ``INSERT … ON DUPLICATE KEY UPDATE``);
+4. sets ``landed_through`` to the batch's last offset;
+5. commits.
+
+Either all of it is visible or none of it: a crash or a lost connection before
+the commit rolls everything back and the batch is replayed. The row lock also
+serialises two workers that briefly both believe they own a partition during a
+rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiomysql
+import pymysql
+
+from app.errors import WarehouseSinkError
+from app.settings import MySQLSettings
+from app.sinks.base import Batch, Sink
+from app.sinks.dimensions import DIMENSIONS, latest_rows
+
+__all__ = ["WarehouseSink"]
+
+logger = logging.getLogger(__name__)
+
+_READ_LEDGER = (
+    "SELECT landed_through FROM txlake_offset_ledger "
+    "WHERE feed = %s AND topic = %s AND kafka_partition = %s FOR UPDATE"
+)
+_WRITE_LEDGER = (
+    "INSERT INTO txlake_offset_ledger (feed, topic, kafka_partition, landed_through) VALUES (%s, %s, %s, %s) "
+    "ON DUPLICATE KEY UPDATE landed_through = VALUES(landed_through)"
+)
+_FAILURES = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError)
+
+
+class WarehouseSink(Sink):
+    """Lands batches of feeds that have ``warehouse`` tables into MySQL."""
+
+    name = "warehouse"
+
+    def __init__(self, settings: MySQLSettings) -> None:
+        self.settings = settings
+        self._pool: aiomysql.Pool | None = None
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        s = self.settings
+        try:
+            self._pool = await aiomysql.create_pool(
+                host=s.host,
+                port=s.port,
+                user=s.user,
+                password=s.password.get_secret_value(),
+                db=s.database,
+                minsize=1,
+                maxsize=s.pool_size,
+                autocommit=False,
+                charset="utf8mb4",
+                connect_timeout=s.connect_timeout_s,
+                init_command="SET time_zone = '+00:00'",
+                pool_recycle=3600,
+            )
+        except _FAILURES as exc:
+            raise WarehouseSinkError(f"cannot connect to MySQL at {s.host}:{s.port}/{s.database}: {exc}") from exc
+
+    async def write(self, batch: Batch) -> int:
+        if self._pool is None:
+            await self.start()
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as connection:
+                try:
+                    return await self._write_in_transaction(connection, batch)
+                except BaseException:
+                    # A connection in an unknown state never goes back to the pool.
+                    connection.close()
+                    raise
+        except _FAILURES as exc:
+            raise WarehouseSinkError(f"batch {batch.describe()}: {exc}") from exc
+
+    async def landed_through(self, feed: str, topic: str, partition: int) -> int:
+        """The ledger position for one partition (-1: nothing landed yet)."""
+        if self._pool is None:
+            await self.start()
+        assert self._pool is not None
+        async with self._pool.acquire() as connection, connection.cursor() as cursor:
+            await cursor.execute(_READ_LEDGER.replace(" FOR UPDATE", ""), (feed, topic, partition))
+            row = await cursor.fetchone()
+            await connection.rollback()
+        return -1 if row is None else int(row[0])
+
+    async def _write_in_transaction(self, connection: aiomysql.Connection, batch: Batch) -> int:
+        key = (batch.feed.name, batch.topic, batch.partition)
+        async with connection.cursor() as cursor:
+            await connection.begin()
+            await cursor.execute(_READ_LEDGER, key)
+            row = await cursor.fetchone()
+            landed = -1 if row is None else int(row[0])
+            pending = batch.after(landed)
+            if pending.last_offset <= landed:
+                await connection.rollback()
+                return 0
+            for table in batch.feed.warehouse:
+                dimension = DIMENSIONS[table]
+                rows = latest_rows(dimension, pending.records)
+                if rows:
+                    await cursor.executemany(dimension.upsert_sql, rows)
+            await cursor.execute(_WRITE_LEDGER, (*key, pending.last_offset))
+            await connection.commit()
+        return len(pending.records)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None

@@ -1,0 +1,251 @@
+"""Transaction records as ksqlDB writes them to Kafka, and their decoding.
+
+The wire format is ksqlDB's JSON value format: one JSON object per message, field names in
+UPPER CASE at every nesting level (ksqlDB upper-cases unquoted identifiers, struct fields
+included). Lower-case names are accepted too, so hand-written producers and ksqlDB-free feeds
+decode alike; serialisation (`to_wire`) always writes UPPER CASE.
+
+Validation is strict: no coercion between JSON types (a string amount, a float quantity, a list
+where a string belongs are all rejected), floats must be finite (JSON `NaN`/`Infinity` tokens are
+rejected), unknown fields are ignored (schema drift in ksqlDB must not stop the feed).
+
+Event timestamps are UTC, millisecond precision (ksqlDB TIMESTAMP): ISO-8601 strings and epoch
+milliseconds are accepted, a naive time is taken as UTC, sub-millisecond digits are truncated and
+years outside 1970..2200 are rejected. Because of the truncation, `to_wire` round-trips exactly:
+`Transaction.model_validate_json(to_wire(tx)) == tx`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+)
+
+__all__ = [
+    "BlacklistedTransaction",
+    "EventTimestamp",
+    "FlattenedLine",
+    "InvalidRecord",
+    "PaymentMethod",
+    "Product",
+    "Record",
+    "Transaction",
+    "User",
+    "construct_trusted",
+    "decode",
+    "to_wire",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_YEAR, _MAX_YEAR = 1970, 2200
+
+
+def _event_timestamp(value: object) -> datetime:
+    """Validate an event timestamp: ISO-8601 string, epoch milliseconds or datetime → UTC ms."""
+    if type(value) is str:
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an ISO-8601 timestamp") from None
+    elif type(value) is int:
+        try:
+            value = _EPOCH + timedelta(milliseconds=value)
+        except OverflowError:
+            raise ValueError("epoch milliseconds out of range") from None
+    elif not isinstance(value, datetime):
+        raise ValueError("expected an ISO-8601 string or epoch milliseconds")
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not _MIN_YEAR <= value.year <= _MAX_YEAR:
+        raise ValueError(f"year {value.year} outside {_MIN_YEAR}..{_MAX_YEAR}")
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _iso_millis(value: datetime) -> str:
+    """`2026-11-24T10:15:30.123Z`: the wire form of an event timestamp (always UTC)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+EventTimestamp = Annotated[
+    datetime,
+    PlainValidator(_event_timestamp),
+    PlainSerializer(_iso_millis, return_type=str, when_used="json"),
+]
+"""UTC instant with millisecond precision; ISO-8601 or epoch milliseconds in, ISO-8601 `Z` out."""
+
+_Id = Annotated[str, Field(min_length=1, max_length=64)]
+_Code = Annotated[str, Field(pattern=r"^[A-Za-z_]{1,32}$")]
+_Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+_Amount = Annotated[float, Field(ge=-1e12, le=1e12)]
+_Price = Annotated[float, Field(ge=0)]
+_Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class Record(BaseModel):
+    """Base of every record on the wire: frozen, strict, finite floats, UPPER/lower-case names."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        strict=True,
+        extra="ignore",
+        allow_inf_nan=False,
+        alias_generator=AliasGenerator(
+            validation_alias=lambda name: AliasChoices(name.upper(), name),
+            serialization_alias=str.upper,
+        ),
+    )
+
+
+class User(Record):
+    """The customer behind a transaction (ksqlDB struct `USER`)."""
+
+    id: _Id
+    name: str = Field(min_length=1, max_length=255)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@]+@[^@]+$")
+    country: str = Field(min_length=1, max_length=64)
+    city: str = Field(min_length=1, max_length=128)
+
+
+class PaymentMethod(Record):
+    """How a transaction was paid (ksqlDB struct `PAYMENT_METHOD`)."""
+
+    id: _Id
+    name: str = Field(min_length=1, max_length=128)
+    category: str = Field(min_length=1, max_length=64)
+
+
+class Product(Record):
+    """One product line of a transaction: a catalogue item and the quantity bought."""
+
+    id: _Id
+    name: str = Field(min_length=1, max_length=255)
+    category: str = Field(min_length=1, max_length=64)
+    price: _Price
+    quantity: _Quantity
+
+
+class Transaction(Record):
+    """One event of `transaction_stream` (and, anonymised, of `transaction_stream_anonymized`)."""
+
+    transaction_id: _Id
+    user: User
+    amount: _Amount
+    currency: _Currency
+    transaction_type: _Code
+    payment_method: PaymentMethod
+    products: list[Product] = Field(min_length=1, max_length=1000)
+    status: _Code
+    event_timestamp: EventTimestamp
+
+
+class BlacklistedTransaction(Transaction):
+    """One event of `transaction_stream_blacklisted`: a transaction and why it was flagged."""
+
+    blacklist_reason: str = Field(min_length=1, max_length=512)
+
+
+class FlattenedLine(Record):
+    """One row of `transaction_flattened`: a product line with its transaction's scalar context."""
+
+    transaction_id: _Id
+    line_number: int = Field(ge=1, le=1000)
+    user_id: _Id
+    user_country: str = Field(min_length=1, max_length=64)
+    amount: _Amount
+    currency: _Currency
+    transaction_type: _Code
+    payment_method_id: _Id
+    payment_method_name: str = Field(min_length=1, max_length=128)
+    product_id: _Id
+    product_name: str = Field(min_length=1, max_length=255)
+    product_category: str = Field(min_length=1, max_length=64)
+    product_price: _Price
+    product_quantity: _Quantity
+    line_total: float
+    status: _Code
+    event_timestamp: EventTimestamp
+
+
+R = TypeVar("R", bound=Record)
+
+
+def construct_trusted(model: type[R], **fields: object) -> R:
+    """Build a record from values already known to be valid, without validating them.
+
+    For derived and generated records only (their inputs were validated or made by us). Like
+    `model_construct`, but every field must be given (no defaults, no aliases) and it costs
+    about a sixth: it matters at tens of thousands of records per second.
+    """
+    record = model.__new__(model)
+    object.__setattr__(record, "__dict__", fields)
+    object.__setattr__(record, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(record, "__pydantic_extra__", None)
+    object.__setattr__(record, "__pydantic_private__", None)
+    return record
+
+
+def to_wire(record: Record) -> bytes:
+    """Serialise a record as ksqlDB would: compact JSON, UPPER-CASE names, ISO-8601 `Z` times."""
+    return record.model_dump_json(by_alias=True).encode()
+
+
+class InvalidRecord(ValueError):
+    """A Kafka value that is not a valid record; `reason` is one short line, safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_MAX_REASON = 300
+
+
+def decode(kind_model: type[R], raw: bytes) -> R:
+    """Decode one Kafka value into `kind_model`, or raise `InvalidRecord` saying why not.
+
+    The happy path is a single `model_validate_json` on the bytes (pydantic-core checks UTF-8
+    and parses JSON itself); the cause of a failure is worked out only after it happened.
+    """
+    try:
+        return kind_model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidRecord(_reason(kind_model, raw, exc)) from None
+
+
+def _reason(kind_model: type[Record], raw: bytes | None, exc: ValidationError) -> str:
+    if not raw:
+        return "empty value"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 (byte {err.start})"
+    except AttributeError:
+        return f"not bytes ({type(raw).__name__})"
+    try:
+        parsed = json.loads(text)
+    except ValueError as err:
+        return f"not JSON ({err.msg} at char {err.pos})"
+    if not isinstance(parsed, dict):
+        return f"not a JSON object ({type(parsed).__name__})"
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(record)"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    message = first["msg"].removeprefix("Value error, ")
+    reason = f"invalid {_record_name(kind_model)}: {where}: {message}{more}"
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+
+
+def _record_name(kind_model: type[Record]) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", kind_model.__name__).lower()

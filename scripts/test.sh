@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: install, start the real Kafka and MariaDB, run the whole suite.
+set -euo pipefail
+REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+bash scripts/bootstrap.sh
+bash scripts/infra/up.sh
+.venv/bin/pytest -q "$@"

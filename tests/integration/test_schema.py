@@ -1,0 +1,276 @@
+"""The warehouse schema (sql/02, sql/03) and sample queries (sql/04) against the real MariaDB.
+
+Each test gets a fresh database from the ``warehouse_db`` fixture; statements run as the
+least-privileged application user unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import aiomysql
+import pymysql
+import pytest
+
+from conftest import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql
+
+pytestmark = pytest.mark.integration
+
+USER_FACTS = ("fact_user_transaction_summary", "fact_user_transaction_summary_eur")
+ALL_TABLES = {
+    "dim_users",
+    "dim_payment_methods",
+    "txlake_offset_ledger",
+    "fact_user_transaction_summary",
+    "fact_user_transaction_summary_eur",
+    "fact_payment_method_totals",
+    "fact_product_purchase_counts",
+}
+
+# 4-byte UTF-8 (emoji, CJK extension B) next to BMP CJK and Latin accents.
+UNICODE_NAME = "Zoë 李小龙 🚀🍣 𠜎𠜱"
+
+
+async def _fetchall(conn, sql, args=None):
+    async with conn.cursor() as cur:
+        await cur.execute(sql, args)
+        return await cur.fetchall()
+
+
+async def _execute(conn, sql, args=None):
+    async with conn.cursor() as cur:
+        await cur.execute(sql, args)
+        return cur.rowcount
+
+
+async def _seed_users(conn, *user_ids):
+    for uid in user_ids:
+        await _execute(
+            conn,
+            "INSERT INTO dim_users (user_id, user_name, user_country, user_city, last_event_at) "
+            "VALUES (%s, %s, 'FR', 'Lyon', '2026-01-01 00:00:00.000001')",
+            (uid, f"name {uid}"),
+        )
+        for version in (0, 1):
+            await _execute(
+                conn,
+                "INSERT INTO fact_user_transaction_summary (user_id, transaction_type, total_amount, "
+                "transaction_count, avg_amount, snapshot_date, snapshot_version) "
+                "VALUES (%s, 'purchase', 100.50, 3, 33.5000, %s, %s)",
+                (uid, date(2026, 1, 1), version),
+            )
+            await _execute(
+                conn,
+                "INSERT INTO fact_user_transaction_summary_eur (user_id, transaction_type, total_amount_eur, "
+                "transaction_count, avg_amount_eur, exchange_rate, snapshot_date, snapshot_version) "
+                "VALUES (%s, 'purchase', 92.46, 3, 30.8200, 0.92000000, %s, %s)",
+                (uid, date(2026, 1, 1), version),
+            )
+
+
+async def _count(conn, table, column, value):
+    rows = await _fetchall(conn, f"SELECT COUNT(*) FROM {table} WHERE {column} = %s", (value,))
+    return rows[0][0]
+
+
+def test_scripts_02_to_04_do_not_name_a_database():
+    for name in (*WAREHOUSE_SCRIPTS, "04_sample_queries.sql"):
+        for statement in read_sql(name):
+            assert not re.match(r"(?i)\s*use\s", statement), f"{name}: {statement[:60]}"
+            assert not re.search(r"(?i)\btxlake\s*\.", statement), f"{name} names a database"
+
+
+@pytest.mark.filterwarnings("ignore:Table .* already exists")
+async def test_schema_tables_engine_charset_and_idempotent(warehouse_db, mysql_admin_dsn):
+    conn = await aiomysql.connect(**mysql_admin_dsn)
+    try:
+        await _execute(conn, f"USE `{warehouse_db.database}`")
+        for script in WAREHOUSE_SCRIPTS:  # re-applying must be a no-op
+            for statement in read_sql(script):
+                await _execute(conn, statement)
+        rows = await _fetchall(
+            conn,
+            "SELECT table_name, engine, table_collation FROM information_schema.tables "
+            "WHERE table_schema = %s",
+            (warehouse_db.database,),
+        )
+        assert {r[0] for r in rows} == ALL_TABLES
+        for table, engine, collation in rows:
+            assert engine == "InnoDB", table
+            assert collation.startswith("utf8mb4"), (table, collation)
+        fks = await _fetchall(
+            conn,
+            "SELECT table_name, referenced_table_name, delete_rule "
+            "FROM information_schema.referential_constraints WHERE constraint_schema = %s",
+            (warehouse_db.database,),
+        )
+        assert sorted(fks) == [
+            ("fact_payment_method_totals", "dim_payment_methods", "CASCADE"),
+            ("fact_user_transaction_summary", "dim_users", "CASCADE"),
+            ("fact_user_transaction_summary_eur", "dim_users", "CASCADE"),
+        ]
+    finally:
+        await conn.ensure_closed()
+
+
+async def test_every_sample_query_runs_as_app_user(warehouse_conn):
+    statements = read_sql("04_sample_queries.sql")
+    assert 6 <= len(statements) <= 10
+    text = (SQL_DIR / "04_sample_queries.sql").read_text(encoding="utf-8")
+    assert text.count("\n-- ") >= len(statements), "each query needs a comment line above it"
+    for statement in statements:  # empty schema
+        await _fetchall(warehouse_conn, statement)
+    await _seed_users(warehouse_conn, "u1", "u2")
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO dim_payment_methods (payment_method_id, payment_method_name, payment_method_category) "
+        "VALUES ('pm1', 'Card', 'card')",
+    )
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO fact_payment_method_totals (payment_method_id, payment_method_name, total_amount, "
+        "transaction_count, avg_amount) VALUES ('pm1', 'Card', 10.00, 2, 5.0000)",
+    )
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO txlake_offset_ledger (feed, topic, kafka_partition, landed_through) "
+        "VALUES ('warehouse', 'user_transaction_summary', 0, 41)",
+    )
+    await warehouse_conn.commit()
+    for statement in statements:  # with data
+        await _fetchall(warehouse_conn, statement)
+    # Query 1 (top users by spend) sees the live rows only.
+    top = await _fetchall(warehouse_conn, statements[0])
+    assert {r[0] for r in top} == {"u1", "u2"}
+
+
+async def test_deleting_a_user_cascades_to_both_user_fact_tables(warehouse_conn):
+    await _seed_users(warehouse_conn, "u1", "u2")
+    await warehouse_conn.commit()
+    for table in USER_FACTS:
+        assert await _count(warehouse_conn, table, "user_id", "u1") == 2
+
+    assert await _execute(warehouse_conn, "DELETE FROM dim_users WHERE user_id = 'u1'") == 1
+    await warehouse_conn.commit()
+
+    for table in USER_FACTS:
+        assert await _count(warehouse_conn, table, "user_id", "u1") == 0
+        assert await _count(warehouse_conn, table, "user_id", "u2") == 2
+
+
+async def test_deleting_a_payment_method_cascades_to_its_totals(warehouse_conn):
+    for pm in ("pm1", "pm2"):
+        await _execute(
+            warehouse_conn,
+            "INSERT INTO dim_payment_methods (payment_method_id, payment_method_name) VALUES (%s, %s)",
+            (pm, pm.upper()),
+        )
+        for version in (0, 1, 2):
+            await _execute(
+                warehouse_conn,
+                "INSERT INTO fact_payment_method_totals (payment_method_id, total_amount, "
+                "transaction_count, avg_amount, snapshot_version) VALUES (%s, 1.00, 1, 1.0000, %s)",
+                (pm, version),
+            )
+    await warehouse_conn.commit()
+
+    assert await _execute(warehouse_conn, "DELETE FROM dim_payment_methods WHERE payment_method_id = 'pm1'") == 1
+    await warehouse_conn.commit()
+
+    assert await _count(warehouse_conn, "fact_payment_method_totals", "payment_method_id", "pm1") == 0
+    assert await _count(warehouse_conn, "fact_payment_method_totals", "payment_method_id", "pm2") == 3
+
+
+async def test_foreign_keys_and_natural_keys_are_enforced(warehouse_conn):
+    with pytest.raises(pymysql.err.IntegrityError) as missing_parent:
+        await _execute(
+            warehouse_conn,
+            "INSERT INTO fact_user_transaction_summary (user_id, transaction_type) VALUES ('ghost', 'purchase')",
+        )
+    assert missing_parent.value.args[0] == 1452
+    await warehouse_conn.rollback()
+
+    await _seed_users(warehouse_conn, "u1")
+    with pytest.raises(pymysql.err.IntegrityError) as duplicate:
+        await _execute(
+            warehouse_conn,
+            "INSERT INTO fact_user_transaction_summary (user_id, transaction_type, snapshot_version) "
+            "VALUES ('u1', 'purchase', 0)",
+        )
+    assert duplicate.value.args[0] == 1062
+    # The natural key is what the sinks upsert on.
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO fact_user_transaction_summary (user_id, transaction_type, total_amount, snapshot_version) "
+        "VALUES ('u1', 'purchase', 7.25, 0) ON DUPLICATE KEY UPDATE total_amount = VALUES(total_amount)",
+    )
+    rows = await _fetchall(
+        warehouse_conn,
+        "SELECT total_amount FROM fact_user_transaction_summary WHERE user_id = 'u1' AND snapshot_version = 0",
+    )
+    assert [str(r[0]) for r in rows] == ["7.25"]
+    await warehouse_conn.rollback()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TABLE intruder (id INT PRIMARY KEY)",
+        "DROP TABLE dim_users",
+        "DROP TABLE fact_product_purchase_counts",
+        "ALTER TABLE dim_users ADD COLUMN x INT",
+        "TRUNCATE TABLE txlake_offset_ledger",
+        "CREATE DATABASE txlake_intruder",
+    ],
+)
+async def test_app_user_cannot_change_the_schema(warehouse_conn, statement):
+    with pytest.raises(pymysql.err.MySQLError) as denied:
+        await _execute(warehouse_conn, statement)
+    # 1142 table access denied, 1044 database access denied
+    assert denied.value.args[0] in (1142, 1044), denied.value.args
+    tables = await _fetchall(warehouse_conn, "SHOW TABLES")
+    assert {r[0] for r in tables} == ALL_TABLES
+
+
+async def test_four_byte_unicode_round_trips(warehouse_conn):
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO dim_users (user_id, user_name, user_email, user_country, user_city) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        ("u-🚀", UNICODE_NAME, "zoë@例子.测试", "中国", "北京 🏯"),
+    )
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO dim_payment_methods (payment_method_id, payment_method_name, payment_method_category) "
+        "VALUES (%s, %s, %s)",
+        ("pm-💳", "支付宝 💳", "wallet 👛"),
+    )
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO fact_payment_method_totals (payment_method_id, payment_method_name) VALUES (%s, %s)",
+        ("pm-💳", "支付宝 💳"),
+    )
+    await _execute(
+        warehouse_conn,
+        "INSERT INTO fact_product_purchase_counts (product_id, product_name, product_category) "
+        "VALUES (%s, %s, %s)",
+        ("p-🍣", "寿司セット 🍣 𠜎", "食品 🍱"),
+    )
+    await warehouse_conn.commit()
+
+    assert await _fetchall(
+        warehouse_conn, "SELECT user_id, user_name, user_email, user_country, user_city FROM dim_users"
+    ) == (("u-🚀", UNICODE_NAME, "zoë@例子.测试", "中国", "北京 🏯"),)
+    assert await _fetchall(
+        warehouse_conn, "SELECT payment_method_name, payment_method_category FROM dim_payment_methods"
+    ) == (("支付宝 💳", "wallet 👛"),)
+    assert await _fetchall(
+        warehouse_conn,
+        "SELECT t.payment_method_name FROM fact_payment_method_totals t "
+        "JOIN dim_payment_methods p USING (payment_method_id) WHERE p.payment_method_id = %s",
+        ("pm-💳",),
+    ) == (("支付宝 💳",),)
+    assert await _fetchall(
+        warehouse_conn, "SELECT product_id, product_name, product_category FROM fact_product_purchase_counts"
+    ) == (("p-🍣", "寿司セット 🍣 𠜎", "食品 🍱"),)
