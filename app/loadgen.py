@@ -18,15 +18,25 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, islice
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from models.derive import Blacklist, anonymize, blacklisted, flatten
-from models.transaction import PaymentMethod, Product, Transaction, User, construct_trusted, to_wire
+from models.transaction import (
+    PaymentMethod,
+    Product,
+    Record,
+    Transaction,
+    User,
+    construct_trusted,
+    to_wire,
+)
 
 __all__ = ["ProduceReport", "StreamTopics", "generate", "produce"]
 
@@ -261,6 +271,9 @@ class ProduceReport:
 
 
 _CHUNK = 1000
+_CHUNKS_IN_FLIGHT = 8
+_LINGER_MS = int(__import__('os').environ.get('LG_LINGER','20'))
+_MAX_BATCH_SIZE = int(__import__('os').environ.get('LG_BATCH', str(512*1024)))
 
 
 async def produce(
@@ -280,10 +293,12 @@ async def produce(
     """Write `count` generated transactions and their derived records to the four topics.
 
     Every message is keyed by its transaction id (UTF-8, ksqlDB's KAFKA key format) and valued
-    by `to_wire`. `rate` caps transactions per second (checked once per chunk), None means as
-    fast as possible. The producer is idempotent with `acks="all"`; this returns only once every
-    message is acknowledged, and raises the first delivery error (KafkaError) otherwise.
-    `progress` is called with the running number of transactions after each chunk.
+    by `to_wire`; the partition is the one Kafka's default partitioner picks for that key
+    (murmur2), computed once per transaction. `rate` caps transactions per second (checked once
+    per chunk of transactions), None means as fast as possible. The producer is idempotent with
+    `acks="all"`; this returns only once every message is acknowledged, and raises the first
+    delivery error (a KafkaError) otherwise. `progress` gets the running number of
+    transactions handed to the producer, after each chunk.
     """
     chunk = _CHUNK if rate is None else max(1, min(_CHUNK, int(rate / 10)))
     counts = dict.fromkeys(
@@ -293,40 +308,53 @@ async def produce(
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=True,
-        linger_ms=20,
-        max_batch_size=512 * 1024,
+        linger_ms=_LINGER_MS,
+        max_batch_size=_MAX_BATCH_SIZE,
         max_request_size=4 * 1024 * 1024,
-        compression_type=None,
     )
     started = time.monotonic()
     await producer.start()
     try:
+        partitions = {topic: sorted(await producer.partitions_for(topic)) for topic in counts}
         transactions = generate(
             count, seed=seed, now=now or datetime.now(UTC), days=days, late_fraction=late_fraction
         )
-        in_flight: list[asyncio.Future] = []
+        in_flight: deque[list[asyncio.Future]] = deque()
         sent = 0
         while sent < count:
-            previous, in_flight = in_flight, []
-            for tx in islice(transactions, min(chunk, count - sent)):
+            deliveries, size = [], min(chunk, count - sent)
+            for tx in islice(transactions, size):
                 key = tx.transaction_id.encode()
-                derived = [(topics.transactions, tx)]
-                derived += [(topics.flattened, line) for line in flatten(tx)]
-                derived.append((topics.anonymized, anonymize(tx, anonymization_key)))
-                flagged = blacklisted(tx, blacklist)
-                if flagged is not None:
-                    derived.append((topics.blacklisted, flagged))
-                for topic, record in derived:
-                    in_flight.append(await producer.send(topic, to_wire(record), key=key))
+                slot = murmur2(key) & 0x7FFFFFFF
+                for topic, record in _stream_records(tx, topics, anonymization_key, blacklist):
+                    candidates = partitions[topic]
+                    partition = candidates[slot % len(candidates)]
+                    value = to_wire(record)
+                    deliveries.append(await producer.send(topic, value, key=key, partition=partition))
                     counts[topic] += 1
-                sent += 1
-            await asyncio.gather(*previous)  # one chunk in flight while the next is built
+            sent += size
+            in_flight.append(deliveries)
+            if len(in_flight) > _CHUNKS_IN_FLIGHT:
+                await asyncio.gather(*in_flight.popleft())
             if progress is not None:
                 progress(sent)
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
-        await asyncio.gather(*in_flight)
-        await producer.flush()
+        while in_flight:
+            await asyncio.gather(*in_flight.popleft())
     finally:
         await producer.stop()
     return ProduceReport(counts=counts, elapsed_s=time.monotonic() - started)
+
+
+def _stream_records(
+    tx: Transaction, topics: StreamTopics, key: bytes, blacklist: Blacklist
+) -> Iterator[tuple[str, Record]]:
+    """What ksqlDB's four streams hold for one transaction, topic by topic."""
+    yield topics.transactions, tx
+    for line in flatten(tx):
+        yield topics.flattened, line
+    yield topics.anonymized, anonymize(tx, key)
+    flagged = blacklisted(tx, blacklist)
+    if flagged is not None:
+        yield topics.blacklisted, flagged

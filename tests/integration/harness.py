@@ -1,0 +1,213 @@
+"""Running the real ``txlake worker`` process against the real services, and reading what it landed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+import pyarrow.dataset as ds
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.feeds import Feed, load_feeds
+from app.loadgen import StreamTopics, produce
+from app.settings import Settings
+from app.topics import create_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TXLAKE = str(REPO_ROOT / ".venv" / "bin" / "txlake")
+
+
+@dataclass
+class Deployment:
+    """One isolated txlake deployment: its own topics, consumer group, lake and warehouse database."""
+
+    env: dict[str, str]
+    settings: Settings
+    feeds: tuple[Feed, ...]
+    workdir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def feed(self, name: str) -> Feed:
+        return next(feed for feed in self.feeds if feed.name == name)
+
+    def worker(self, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess({**self.env, **extra_env}, self.workdir / f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+
+async def make_deployment(tmp_path: Path, warehouse: Any, partitions: int = 2, **overrides: str) -> Deployment:
+    suffix = f"-{uuid.uuid4().hex[:8]}"
+    env = {
+        "TXLAKE_TOPIC_SUFFIX": suffix,
+        "TXLAKE_KAFKA__GROUP_ID": f"txlake-test{suffix}",
+        "TXLAKE_LAKE__ROOT": str(tmp_path / "lake"),
+        "TXLAKE_DATADIR": str(tmp_path / "faust"),
+        "TXLAKE_MYSQL__HOST": warehouse.host,
+        "TXLAKE_MYSQL__PORT": str(warehouse.port),
+        "TXLAKE_MYSQL__USER": warehouse.user,
+        "TXLAKE_MYSQL__PASSWORD": warehouse.password,
+        "TXLAKE_MYSQL__DATABASE": warehouse.database,
+        "TXLAKE_BATCHING__ROTATE_INTERVAL_MS": "500",
+        "TXLAKE_BATCHING__FLUSH_SIZE": "500",
+        "TXLAKE_KAFKA__COMMIT_INTERVAL_MS": "500",
+        "TXLAKE_ERRORS__RETRY_BACKOFF_MAX_MS": "2000",
+        "TXLAKE_WEB__PORT": str(free_port()),
+        "TXLAKE_BLACKLIST__COUNTRIES": '["RU"]',
+        **overrides,
+    }
+    settings = Settings(**_settings_kwargs(env))
+    feeds = load_feeds(settings)
+    await create_topics(settings, feeds, partitions)
+    return Deployment(env, settings, feeds, tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
+    """Build Settings from the env dict without touching os.environ (nested keys split on __)."""
+    import json
+
+    kwargs: dict[str, Any] = {}
+    for name, value in env.items():
+        parts = name.removeprefix("TXLAKE_").lower().split("__")
+        target = kwargs
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        try:
+            target[parts[-1]] = json.loads(value) if value.startswith(("[", "{")) else value
+        except ValueError:
+            target[parts[-1]] = value
+    return kwargs
+
+
+async def delete_deployment_topics(deployment: Deployment) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([feed.topic for feed in deployment.feeds] + [deployment.settings.dead_letter_topic])
+    finally:
+        await admin.close()
+
+
+class WorkerProcess:
+    """``txlake worker`` in a subprocess, with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.process = subprocess.Popen(
+            [TXLAKE, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, like an OOM kill or a node failure."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def read_lake(deployment: Deployment, feed_name: str):
+    """The feed's dataset as a pyarrow Table, read as a reader would: hive partitioning over the glob."""
+    root = Path(deployment.settings.lake.root) / deployment.feed(feed_name).dataset
+    if not root.exists():
+        return None
+    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+    return dataset.to_table()
+
+
+def rows_per_day(table) -> Counter:
+    days = Counter()
+    for year, month, day in zip(
+        table.column("year").to_pylist(), table.column("month").to_pylist(), table.column("day").to_pylist()
+    ):
+        days[(int(year), int(month), int(day))] += 1
+    return days
+
+
+def expected_days(records) -> Counter:
+    return Counter((r.event_timestamp.year, r.event_timestamp.month, r.event_timestamp.day) for r in records)
+
+
+def latest_per_key(transactions, key) -> dict[str, Any]:
+    """Expected dimension content: the newest event per key (ties: the later one)."""
+    latest: dict[str, Any] = {}
+    for tx in transactions:
+        k = key(tx)
+        if k not in latest or tx.event_timestamp >= latest[k].event_timestamp:
+            latest[k] = tx
+    return latest
+
+
+async def fetch_all(warehouse: Any, sql: str) -> list[tuple]:
+    connection = await aiomysql.connect(**warehouse.connect_kwargs)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+            return list(await cursor.fetchall())
+    finally:
+        connection.close()
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """A UTC-aware datetime as the warehouse stores it (the session time zone is UTC)."""
+    return moment.replace(tzinfo=None)
+
+
+def stream_topics(deployment: Deployment) -> StreamTopics:
+    return StreamTopics(
+        transactions=deployment.feed("transaction_stream").topic,
+        flattened=deployment.feed("transaction_flattened").topic,
+        anonymized=deployment.feed("transaction_stream_anonymized").topic,
+        blacklisted=deployment.feed("transaction_stream_blacklisted").topic,
+    )
+
+
+async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None):
+    """Produce like `txlake produce`; returns the ProduceReport."""
+    s = deployment.settings
+    return await produce(
+        s.kafka.bootstrap_servers,
+        stream_topics(deployment),
+        count,
+        seed=seed,
+        rate=rate,
+        anonymization_key=s.anonymization.key.get_secret_value().encode(),
+        blacklist=s.blacklist,
+        now=now,
+    )
