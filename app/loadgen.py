@@ -26,6 +26,7 @@ from itertools import accumulate, islice
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from models.derive import Blacklist, anonymize, blacklisted, flatten
 from models.transaction import (
@@ -187,7 +188,8 @@ class _UserPool:
             city = rng.choice([city for city in place.cities if city != user.city])
             update = {"city": city}
         else:
-            update = {"email": f"{self._handles[index]}.{rng.randrange(10_000)}@{rng.choice(place.domains)}"}
+            handle, domain = self._handles[index], rng.choice(place.domains)
+            update = {"email": f"{handle}.{rng.randrange(10_000)}@{domain}"}
         self.users[index] = user.model_copy(update=update)
 
 
@@ -271,9 +273,9 @@ class ProduceReport:
 
 
 _CHUNK = 1000
-_CHUNKS_IN_FLIGHT = 8
-_LINGER_MS = int(__import__('os').environ.get('LG_LINGER','20'))
-_MAX_BATCH_SIZE = int(__import__('os').environ.get('LG_BATCH', str(512*1024)))
+_BATCHES_IN_FLIGHT = 64
+_LINGER_MS = 20
+_MAX_BATCH_SIZE = 256 * 1024
 
 
 async def produce(
@@ -293,12 +295,15 @@ async def produce(
     """Write `count` generated transactions and their derived records to the four topics.
 
     Every message is keyed by its transaction id (UTF-8, ksqlDB's KAFKA key format) and valued
-    by `to_wire`; the partition is the one Kafka's default partitioner picks for that key
-    (murmur2), computed once per transaction. `rate` caps transactions per second (checked once
-    per chunk of transactions), None means as fast as possible. The producer is idempotent with
-    `acks="all"`; this returns only once every message is acknowledged, and raises the first
-    delivery error (a KafkaError) otherwise. `progress` gets the running number of
-    transactions handed to the producer, after each chunk.
+    by `to_wire`; it goes to the partition Kafka's default partitioner picks for that key
+    (murmur2). `rate` caps transactions per second (checked once per chunk of transactions),
+    None means as fast as possible. The producer is idempotent with `acks="all"`; this returns
+    only once every message is acknowledged, and raises the first delivery error (a
+    KafkaError) otherwise. `progress` gets the running number of transactions handed to the
+    producer, after each chunk.
+
+    Messages are appended to one record batch per topic-partition (aiokafka's batch API)
+    rather than sent one by one: per-message `send` costs more than making the messages.
     """
     chunk = _CHUNK if rate is None else max(1, min(_CHUNK, int(rate / 10)))
     counts = dict.fromkeys(
@@ -310,41 +315,73 @@ async def produce(
         enable_idempotence=True,
         linger_ms=_LINGER_MS,
         max_batch_size=_MAX_BATCH_SIZE,
-        max_request_size=4 * 1024 * 1024,
     )
     started = time.monotonic()
     await producer.start()
     try:
-        partitions = {topic: sorted(await producer.partitions_for(topic)) for topic in counts}
+        outbox = _Outbox(producer, {topic: await producer.partitions_for(topic) for topic in counts})
         transactions = generate(
             count, seed=seed, now=now or datetime.now(UTC), days=days, late_fraction=late_fraction
         )
-        in_flight: deque[list[asyncio.Future]] = deque()
         sent = 0
         while sent < count:
-            deliveries, size = [], min(chunk, count - sent)
+            size = min(chunk, count - sent)
             for tx in islice(transactions, size):
                 key = tx.transaction_id.encode()
                 slot = murmur2(key) & 0x7FFFFFFF
                 for topic, record in _stream_records(tx, topics, anonymization_key, blacklist):
-                    candidates = partitions[topic]
-                    partition = candidates[slot % len(candidates)]
-                    value = to_wire(record)
-                    deliveries.append(await producer.send(topic, value, key=key, partition=partition))
+                    await outbox.append(topic, slot, key, to_wire(record))
                     counts[topic] += 1
             sent += size
-            in_flight.append(deliveries)
-            if len(in_flight) > _CHUNKS_IN_FLIGHT:
-                await asyncio.gather(*in_flight.popleft())
+            await outbox.send_all()
             if progress is not None:
                 progress(sent)
             if rate is not None:
                 await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
-        while in_flight:
-            await asyncio.gather(*in_flight.popleft())
+        await outbox.delivered()
     finally:
         await producer.stop()
     return ProduceReport(counts=counts, elapsed_s=time.monotonic() - started)
+
+
+class _Outbox:
+    """Open record batches per topic-partition, and the deliveries of those already sent."""
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, set[int]]) -> None:
+        self._producer = producer
+        self._partitions = {topic: sorted(ids) for topic, ids in partitions.items()}
+        self._open: dict[tuple[str, int], BatchBuilder] = {}
+        self._in_flight: deque[asyncio.Future] = deque()
+
+    async def append(self, topic: str, slot: int, key: bytes, value: bytes) -> None:
+        """Add a message to the open batch of partition `slot mod partitions` of `topic`."""
+        partitions = self._partitions[topic]
+        where = (topic, partitions[slot % len(partitions)])
+        batch = self._open.get(where)
+        if batch is None:
+            batch = self._open[where] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            # full: send it and start the next one (a batch always takes its first message)
+            await self._send(where, batch)
+            batch = self._open[where] = self._producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+
+    async def send_all(self) -> None:
+        """Hand every open batch to the producer."""
+        open_batches, self._open = self._open, {}
+        for where, batch in open_batches.items():
+            await self._send(where, batch)
+
+    async def delivered(self) -> None:
+        """Wait until every batch handed over is acknowledged; raise the first failure."""
+        await self.send_all()
+        while self._in_flight:
+            await self._in_flight.popleft()
+
+    async def _send(self, where: tuple[str, int], batch: BatchBuilder) -> None:
+        self._in_flight.append(await self._producer.send_batch(batch, where[0], partition=where[1]))
+        while len(self._in_flight) > _BATCHES_IN_FLIGHT:
+            await self._in_flight.popleft()
 
 
 def _stream_records(

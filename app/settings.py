@@ -62,6 +62,13 @@ class KafkaSettings(_Section):
     commit_interval_ms: int = Field(
         2800, ge=100, description="How often acked offsets are committed to Kafka (Faust's broker_commit_interval)."
     )
+    session_timeout_ms: int = Field(
+        30_000,
+        ge=6000,
+        description="session.timeout.ms: how long the group waits for a silent (killed) worker before "
+        "handing its partitions to the others.",
+    )
+    heartbeat_interval_ms: int = Field(3000, ge=100, description="heartbeat.interval.ms; keep below a third of the session timeout.")
 
 
 class MySQLSettings(_Section):

@@ -3,7 +3,7 @@
 `transaction_flattened` (`flatten`), `transaction_stream_anonymized` (`anonymize`) and
 `transaction_stream_blacklisted` (`blacklisted`). They are what the demo producer writes in place
 of ksqlDB, and what a ksqlDB-free mode of the worker can compute itself. Inputs are validated
-records, so outputs are built without re-validation (`construct_trusted` / `model_copy`).
+records, so outputs are built without re-validation (`construct_trusted`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from models.transaction import (
     BlacklistedTransaction,
     FlattenedLine,
     Transaction,
+    User,
     construct_trusted,
 )
 
@@ -82,13 +83,15 @@ def anonymize(tx: Transaction, key: bytes) -> Transaction:
     country and city are kept: they are what the warehouse joins and aggregates on.
     """
     user = tx.user
-    masked = user.model_copy(
-        update={
+    masked = construct_trusted(
+        User,
+        **{
+            **user.__dict__,
             "name": keyed_hash(key, user.name),
             "email": f"{keyed_hash(key, user.email)}@{ANONYMIZED_EMAIL_DOMAIN}",
-        }
+        },
     )
-    return tx.model_copy(update={"user": masked})
+    return construct_trusted(Transaction, **{**tx.__dict__, "user": masked})
 
 
 class Blacklist(BaseModel):

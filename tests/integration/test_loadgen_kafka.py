@@ -36,6 +36,7 @@ async def read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[byte
             batches = await consumer.getmany(timeout_ms=2000, max_records=10_000)
             assert batches, f"{topic}: stalled at {len(messages)} of {expected}"
             for records in batches.values():
+                assert all(record.timestamp > 0 for record in records)
                 messages.extend((record.key, record.value) for record in records)
         return messages
     finally:

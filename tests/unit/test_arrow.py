@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
-from test_models import raw
+from tests.unit.test_models import raw
 
 from models.arrow import RECORD_KINDS
 from models.derive import Blacklist, blacklisted, flatten

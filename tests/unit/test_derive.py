@@ -9,7 +9,7 @@ import pytest
 
 from models.derive import Blacklist, anonymize, blacklist_reasons, blacklisted, flatten
 from models.transaction import BlacklistedTransaction, FlattenedLine, Transaction, decode, to_wire
-from test_models import raw
+from tests.unit.test_models import raw
 
 KEY = b"secret-key"
 

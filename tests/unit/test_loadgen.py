@@ -10,6 +10,8 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 
 from app import loadgen
 from app.loadgen import StreamTopics, generate, produce
@@ -113,14 +115,29 @@ def test_bad_arguments() -> None:
         next(generate(1, seed=1, now=NOW, late_fraction=2.0))
 
 
+class FakeBatch:
+    """Stands in for aiokafka's BatchBuilder: holds up to `capacity` messages."""
+
+    capacity = 50
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, bytes]] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
+        if len(self.messages) == self.capacity:
+            return None
+        self.messages.append((key, value))
+        return object()
+
+
 class FakeProducer:
-    """Stands in for AIOKafkaProducer: records sends and resolves them at once."""
+    """Stands in for AIOKafkaProducer: three partitions per topic, batches delivered at once."""
 
     instances: list[FakeProducer] = []
 
     def __init__(self, **config: object) -> None:
         self.config = config
-        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.sent: list[tuple[str, int, bytes, bytes]] = []
         self.started = self.stopped = False
         FakeProducer.instances.append(self)
 
@@ -130,11 +147,15 @@ class FakeProducer:
     async def stop(self) -> None:
         self.stopped = True
 
-    async def flush(self) -> None:
-        pass
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future:
-        self.sent.append((topic, value, key))
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future:
+        assert batch.messages, "empty batch sent"
+        self.sent.extend((topic, partition, key, value) for key, value in batch.messages)
         delivered = asyncio.get_running_loop().create_future()
         delivered.set_result(None)
         return delivered
@@ -162,13 +183,19 @@ async def test_produce_writes_the_four_streams(fake_producer: type[FakeProducer]
     assert progress == [1000, 2000, 2500]
     expected = list(generate(2500, seed=3, now=NOW))
     by_topic: dict[str, list[tuple[bytes, bytes]]] = defaultdict(list)
-    for topic, value, key in producer.sent:
+    partitioner = DefaultPartitioner()
+    last_in_partition: dict[tuple[str, int], int] = {}
+    for topic, partition, key, value in producer.sent:
         by_topic[topic].append((key, value))
+        assert partition == partitioner(key, [0, 1, 2], [0, 1, 2])
+        number = int(key.decode().rsplit("-", 1)[1])
+        assert number >= last_in_partition.get((topic, partition), 0)  # generation order kept
+        last_in_partition[topic, partition] = number
     assert report.counts == {topic: len(messages) for topic, messages in by_topic.items()}
     assert report.counts["tx"] == report.counts["anon"] == 2500
     assert report.counts["flat"] == sum(len(tx.products) for tx in expected)
     assert report.counts["black"] == sum(tx.user.country == "JP" for tx in expected) > 0
-    assert [value for _, value in by_topic["tx"]] == [to_wire(tx) for tx in expected]
+    assert sorted(value for _, value in by_topic["tx"]) == sorted(to_wire(tx) for tx in expected)
     for key, value in by_topic["tx"]:
         assert key == decode(Transaction, value).transaction_id.encode()
     for key, value in by_topic["flat"]:
@@ -187,3 +214,17 @@ async def test_produce_respects_the_rate(fake_producer: type[FakeProducer]) -> N
     )
     assert time.monotonic() - started >= 0.28
     assert report.counts["black"] == 0 and report.counts["tx"] == 300
+
+
+async def test_produce_raises_a_failed_delivery(
+    fake_producer: type[FakeProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(self: FakeProducer, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future:
+        failed = asyncio.get_running_loop().create_future()
+        failed.set_exception(KafkaTimeoutError(f"{topic}[{partition}]"))
+        return failed
+
+    monkeypatch.setattr(FakeProducer, "send_batch", refuse)
+    with pytest.raises(KafkaTimeoutError):
+        await produce("broker:9092", TOPICS, 10, now=NOW, anonymization_key=b"k", blacklist=Blacklist())
+    assert fake_producer.instances[0].stopped

@@ -1,0 +1,1 @@
+"""txlake's throughput benchmark: ``python -m bench.run`` (see bench/README.md)."""

@@ -1,0 +1,104 @@
+"""SIGKILL the worker during a load, restart it, and find every event exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from app.loadgen import generate
+from app.progress import feed_progress, wait_until_landed
+from models.derive import flatten
+from tests.integration.harness import (
+    delete_deployment_topics,
+    expected_days,
+    fetch_all,
+    latest_per_key,
+    make_deployment,
+    naive_utc,
+    produce_demo,
+    read_lake,
+    rows_per_day,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(600)]
+
+NOW = datetime(2026, 11, 25, 18, 30, tzinfo=UTC)
+SEED = 11
+COUNT = 30_000
+KILLS = 4
+
+
+@pytest.fixture
+async def deployment(tmp_path, warehouse_db):
+    # Small batches: many commit points for the kills to land between.
+    deployment = await make_deployment(
+        tmp_path, warehouse_db, partitions=3, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200"
+    )
+    yield deployment
+    for worker in deployment.workers:
+        worker.stop()
+    await delete_deployment_topics(deployment)
+
+
+async def _landed_total(deployment) -> int:
+    return sum(max(row.lake, -1) + max(row.warehouse or 0, -1) for row in await feed_progress(deployment.settings, deployment.feeds))
+
+
+async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float = 60) -> None:
+    for _ in range(int(timeout_s / 0.2)):
+        if await _landed_total(deployment) > beyond:
+            return
+        assert worker.alive(), worker.log()[-3000:]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the worker landed nothing in {timeout_s}s:\n{worker.log()[-3000:]}")
+
+
+async def test_sigkill_during_load_lands_every_event_exactly_once(deployment, warehouse_db):
+    rng = random.Random(2026)
+    producing = asyncio.create_task(produce_demo(deployment, COUNT, seed=SEED, now=NOW, rate=4000))
+    worker = deployment.worker().start()
+    kills = 0
+    while kills < KILLS:
+        # Kill only once this worker has landed something, then at a random moment while it
+        # keeps landing: mid-batch, mid-commit, between the sinks.
+        await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
+        await asyncio.sleep(rng.uniform(0.05, 1.5))
+        worker.kill()
+        kills += 1
+        worker = deployment.worker().start()
+    await producing
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
+    assert worker.alive(), worker.log()[-3000:]
+
+    produced = list(generate(COUNT, seed=SEED, now=NOW))
+    lines = [line for tx in produced for line in flatten(tx)]
+    for feed_name, records in [
+        ("transaction_stream", produced),
+        ("transaction_stream_anonymized", produced),
+        ("transaction_flattened", lines),
+    ]:
+        table = read_lake(deployment, feed_name)
+        positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+        duplicates = len(positions) - len(set(positions))
+        assert duplicates == 0, f"{feed_name}: {duplicates} records landed twice"
+        assert table.num_rows == len(records), f"{feed_name}: {len(records) - table.num_rows} records missing"
+        assert rows_per_day(table) == expected_days(records), feed_name
+    ids = read_lake(deployment, "transaction_stream").column("transaction_id").to_pylist()
+    assert sorted(ids) == sorted(tx.transaction_id for tx in produced)
+
+    # No staged leftovers are visible to readers and none remain after recovery of a live worker.
+    lake_root = deployment.settings.lake.root
+    assert not list(lake_root.glob("streams/**/*.tmp"))
+
+    users = {row[0]: row[1:] for row in await fetch_all(
+        warehouse_db, "SELECT user_id, user_name, user_email, user_city, last_event_at FROM dim_users"
+    )}
+    expected = latest_per_key(produced, lambda tx: tx.user.id)
+    assert users == {
+        k: (tx.user.name, tx.user.email, tx.user.city, naive_utc(tx.event_timestamp)) for k, tx in expected.items()
+    }
+    ledger = await fetch_all(warehouse_db, "SELECT kafka_partition, landed_through FROM txlake_offset_ledger")
+    assert len(ledger) == 3
