@@ -1,0 +1,148 @@
+"""The lake sink's commit protocol: day partitioning, idempotent replays, crash recovery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.dataset as ds
+import pytest
+
+from app.feeds import Feed
+from app.sinks.base import Batch
+from app.sinks.lake import LakeSink, read_landed_through, split_by_day
+from app.loadgen import generate
+
+FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _batch(records, first_offset: int = 0, partition: int = 0) -> Batch:
+    offsets = list(range(first_offset, first_offset + len(records)))
+    return Batch(FEED, partition, offsets[0], offsets[-1], records, offsets)
+
+
+def _visible(root) -> "ds.Dataset":
+    return ds.dataset(root / FEED.dataset, format="parquet", partitioning="hive").to_table()
+
+
+@pytest.fixture
+def records():
+    return list(generate(300, seed=3, now=NOW, days=3, late_fraction=0.1))
+
+
+async def test_a_batch_spanning_days_lands_one_file_per_day(tmp_path, records):
+    sink = LakeSink(tmp_path)
+    assert await sink.write(_batch(records)) == len(records)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("streams/**/*.parquet"))
+    days = {(r.event_timestamp.year, r.event_timestamp.month, r.event_timestamp.day) for r in records}
+    assert len(files) == len(days) >= 3
+    for path in files:
+        assert path.startswith("streams/transaction_stream/year=")
+        assert path.endswith(".parquet") and "/tx+0+" in path
+    table = _visible(tmp_path)
+    assert table.num_rows == len(records)
+    assert sorted(table.column("_kafka_offset").to_pylist()) == list(range(len(records)))
+    for year, month, day, ts in zip(*(table.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))):
+        assert (ts.year, ts.month, ts.day) == (year, month, day)
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == len(records) - 1
+
+
+async def test_replays_are_skipped_and_overlaps_land_only_the_new_part(tmp_path, records):
+    sink = LakeSink(tmp_path)
+    await sink.write(_batch(records[:200]))
+    assert await sink.write(_batch(records[:200])) == 0
+    assert await sink.write(_batch(records[100:], first_offset=100)) == 100
+    table = _visible(tmp_path)
+    assert sorted(table.column("_kafka_offset").to_pylist()) == list(range(300))
+    # A fresh sink (a restarted worker) knows what the lake holds.
+    restarted = LakeSink(tmp_path)
+    assert await restarted.write(_batch(records)) == 0
+    assert _visible(tmp_path).num_rows == 300
+
+
+async def test_a_batch_of_only_dead_letters_advances_the_ledger(tmp_path):
+    sink = LakeSink(tmp_path)
+    assert await sink.write(Batch(FEED, 0, 0, 4, [], [])) == 0
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == 4
+    assert not list(tmp_path.glob("streams/**/*.parquet"))
+
+
+async def test_crash_after_the_commit_point_is_rolled_forward(tmp_path, records, monkeypatch):
+    sink = LakeSink(tmp_path)
+    real_replace = __import__("os").replace
+    calls = {"n": 0}
+
+    def crash_after_first_move(src, dst):
+        # Let the ledger rename through, then die after the first data file's rename.
+        if str(src).endswith(".parquet.tmp"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise SystemExit("killed between two renames")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("app.sinks.lake.os.replace", crash_after_first_move)
+    with pytest.raises(SystemExit):
+        sink.write_sync(_batch(records))
+    monkeypatch.undo()
+    # Half of the batch's days are visible now; the ledger already says the batch is committed.
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == len(records) - 1
+    assert len(list(tmp_path.glob("streams/**/*.parquet"))) == 1
+
+    restarted = LakeSink(tmp_path)
+    assert await restarted.write(_batch(records)) == 0  # recovery rolled forward, the replay is skipped
+    table = _visible(tmp_path)
+    assert sorted(table.column("_kafka_offset").to_pylist()) == list(range(len(records)))
+    assert not list(tmp_path.glob("_txlake/staging/**/*.tmp"))
+
+
+async def test_crash_before_the_commit_point_leaves_nothing_visible(tmp_path, records, monkeypatch):
+    sink = LakeSink(tmp_path)
+    await sink.write(_batch(records[:100]))
+
+    def die(*_args, **_kwargs):
+        raise SystemExit("killed before the ledger was written")
+
+    monkeypatch.setattr("app.sinks.lake._write_durably", die)
+    with pytest.raises(SystemExit):
+        sink.write_sync(_batch(records[100:], first_offset=100))
+    monkeypatch.undo()
+    assert list(tmp_path.glob("_txlake/staging/**/*.tmp")), "staged files exist but are invisible"
+    assert _visible(tmp_path).num_rows == 100
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == 99
+
+    restarted = LakeSink(tmp_path)
+    assert await restarted.write(_batch(records[100:], first_offset=100)) == 200
+    assert not list(tmp_path.glob("_txlake/staging/**/*.tmp"))
+    assert sorted(_visible(tmp_path).column("_kafka_offset").to_pylist()) == list(range(300))
+
+
+async def test_partitions_have_independent_ledgers(tmp_path, records):
+    sink = LakeSink(tmp_path)
+    await sink.write(_batch(records[:50], partition=0))
+    await sink.write(_batch(records[50:80], partition=1))
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == 49
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 1) == 29
+    assert _visible(tmp_path).num_rows == 80
+
+
+def test_split_by_day_uses_utc_event_time(records):
+    from models.arrow import RECORD_KINDS
+
+    edge = [
+        records[0].model_copy(update={"event_timestamp": datetime(2026, 11, 24, 23, 59, 59, 999000, tzinfo=UTC)}),
+        records[1].model_copy(update={"event_timestamp": datetime(2026, 11, 25, 0, 0, tzinfo=UTC)}),
+        records[2].model_copy(update={"event_timestamp": datetime(2026, 11, 24, 23, 0, tzinfo=UTC) + timedelta(minutes=30)}),
+    ]
+    table = RECORD_KINDS["transaction"].to_table(edge, [0, 0, 0], [0, 1, 2])
+    days = [(day.path, rows.column("_kafka_offset").to_pylist()) for day, rows in split_by_day(table)]
+    assert days == [("year=2026/month=11/day=24", [0, 2]), ("year=2026/month=11/day=25", [1])]
+
+
+async def test_an_unwritable_lake_is_a_transient_error(tmp_path, records):
+    from app.errors import LakeSinkError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    sink = LakeSink(blocker / "lake")
+    with pytest.raises(LakeSinkError):
+        await sink.write(_batch(records[:10]))
