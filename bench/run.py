@@ -636,7 +636,12 @@ async def drain(
         stop_s = time.monotonic() - stop_started
         await admin.close()
 
-    final_rows = await feed_progress(settings, feeds)
+    try:
+        final_rows = await feed_progress(settings, feeds)
+        all_landed_after_stop: bool | None = all(row.landed for row in final_rows)
+    except Exception as exc:  # noqa: BLE001 - informative only
+        log(f"final progress check failed: {exc}")
+        all_landed_after_stop = None
     messages = total
     transactions = fill_result["transactions"]
     steady_s = _steady_window(timeline, total)
@@ -680,7 +685,7 @@ async def drain(
         "progress_polls": polls,
         "worker_exit_code": exit_code,
         "worker_stop_s": stop_s,
-        "all_landed_after_stop": all(row.landed for row in final_rows),
+        "all_landed_after_stop": all_landed_after_stop,
         "timeline": timeline,
         "rss_timeline_mb": [(round(t, 1), round(kb / 1024, 1)) for t, kb in sampler.samples[:: max(1, len(sampler.samples) // 300)]],
         "worker_log": str(worker_log),
@@ -870,6 +875,13 @@ def markdown(results: dict[str, Any]) -> str:
 def print_table(results: dict[str, Any]) -> None:
     print()
     print(markdown(results))
+    profile = results.get("drain", {}).get("profile")
+    if profile:
+        print(f"\npy-spy profile of the worker ({profile['samples']:,} samples, raw: {profile['raw']})")
+        for kind in ("self", "inclusive", "self_by_package"):
+            print(f"  top {kind}:")
+            for row in profile[kind][:15]:
+                print(f"    {row['percent']:5.1f} %  {row['function']}")
     print()
 
 
@@ -958,7 +970,10 @@ async def _amain(args: argparse.Namespace, run: Run, cleanup: dict[str, Any]) ->
         f"({_fmt(d['msg_per_s_after_first_batch'])} msg/s after the first batch); peak RSS {_fmt(d['peak_rss_mb'])} MB; "
         f"worker exit code {d['worker_exit_code']}")
     results["lake"] = lake_stats(settings.lake.root)
-    results["warehouse"] = await warehouse_counts(settings)
+    try:
+        results["warehouse"] = await warehouse_counts(settings)
+    except Exception as exc:  # noqa: BLE001 - informative only
+        results["warehouse"] = {"error": f"{type(exc).__name__}: {exc}"}
 
     transactions_topic = next(feed.topic for feed in feeds if feed.name == "transaction_stream")
     if args.skip_naive:

@@ -252,6 +252,9 @@ async def warehouse_db(mysql_admin_dsn: dict[str, Any]) -> AsyncIterator[Warehou
             password=MYSQL_APP_PASSWORD,
         )
     finally:
+        # A fresh connection: the test may have restarted the server under the first one.
+        conn.close()
+        conn = await _admin_connect(mysql_admin_dsn)
         try:
             async with conn.cursor() as cur:
                 await cur.execute(f"DROP DATABASE IF EXISTS {db_id}")
