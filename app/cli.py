@@ -24,11 +24,14 @@ def _feed_named(feeds: tuple[Feed, ...], name: str) -> Feed:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
+    from app.logs import logging_config
     from app.worker import create_app
 
     settings.datadir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, logging_config=logging_config(settings.log_format, settings.log_level)
+    )
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 

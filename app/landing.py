@@ -66,9 +66,18 @@ class FeedLanding:
         self.dead_letters = dead_letters
         self.backoff = backoff
         self._model = feed.record_kind.model
+        self.busy = False  # landing a batch right now (retries included)
+        self.last_batch_at: float | None = None  # time.monotonic() of the last batch taken
 
     async def land(self, messages: Sequence[RawMessage]) -> None:
         """Land ``messages`` (any partitions, offset order within each). See the module docstring."""
+        self.busy, self.last_batch_at = True, time.monotonic()
+        try:
+            await self._land(messages)
+        finally:
+            self.busy = False
+
+    async def _land(self, messages: Sequence[RawMessage]) -> None:
         by_partition: dict[int, list[RawMessage]] = defaultdict(list)
         for message in messages:
             by_partition[message.partition].append(message)
@@ -101,7 +110,12 @@ class FeedLanding:
             except Exception as exc:  # every decode failure is terminal for its record only
                 reason = reason_of(exc)
                 logger.warning(
-                    "dead-lettering %s[%d]@%d: %s", self.feed.topic, partition, message.offset, exc
+                    "dead-lettering %s[%d]@%d: %s",
+                    self.feed.topic,
+                    partition,
+                    message.offset,
+                    exc,
+                    extra={"feed": self.feed.name, "topic": self.feed.topic, "partition": partition, "offset": message.offset},
                 )
                 rejected.append(
                     DeadLetter(

@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BATCH_RECORDS",
+    "CONSUMER_LAG",
     "DEAD_LETTERS",
     "LEDGER_POSITION",
     "RECORDS_LANDED",
@@ -39,4 +40,9 @@ LEDGER_POSITION = Gauge(
     "txlake_ledger_landed_through_offset",
     "Highest offset landed, by feed, sink and partition.",
     ["feed", "sink", "partition"],
+)
+CONSUMER_LAG = Gauge(
+    "txlake_consumer_lag_records",
+    "End offset minus committed offset, for the partitions assigned to this worker.",
+    ["topic", "partition"],
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -35,6 +36,7 @@ __all__ = [
     "AnonymizationSettings",
     "BatchingSettings",
     "ErrorsSettings",
+    "HealthSettings",
     "KafkaSettings",
     "LakeSettings",
     "MySQLSettings",
@@ -126,6 +128,18 @@ class WebSettings(_Section):
     port: int = Field(6066, ge=1, le=65535)
 
 
+class HealthSettings(_Section):
+    """Liveness and lag polling."""
+
+    stall_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="/livez fails when a partition has lag but its feed took no batch for this long "
+        "(keep it above rotate_interval_ms).",
+    )
+    lag_interval_s: float = Field(15.0, gt=0, description="How often consumer lag is polled from Kafka.")
+
+
 class Settings(BaseSettings):
     """Everything txlake reads from its environment. Immutable once built."""
 
@@ -146,6 +160,7 @@ class Settings(BaseSettings):
     anonymization: AnonymizationSettings = AnonymizationSettings()
     blacklist: Blacklist = Blacklist()
     web: WebSettings = WebSettings()
+    health: HealthSettings = HealthSettings()
     feeds_file: Path | None = Field(
         None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
     )
@@ -154,6 +169,7 @@ class Settings(BaseSettings):
     )
     datadir: Path = Field(Path(".txlake"), description="Faust's local state directory.")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field("json", description="json lines for log shippers, text by hand.")
 
     @classmethod
     def settings_customise_sources(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -10,6 +11,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from agents.streams import register_stream_agent
 from app.dead_letters import DeadLetterPublisher
 from app.feeds import Feed, load_feeds
+from app.health import Health
 from app.landing import FeedLanding
 from app.retry import Backoff
 from app.settings import Settings
@@ -53,19 +55,36 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
     warehouse = WarehouseSink(settings.mysql)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
-    sinks_in_use: list[Sink] = [lake]
-
+    uses_warehouse = any(feed.warehouse for feed in feeds)
+    landings = []
     for feed in feeds:
-        sinks: list[Sink] = [lake]
-        if feed.warehouse:
-            sinks.append(warehouse)
-            if warehouse not in sinks_in_use:
-                sinks_in_use.append(warehouse)
-        register_stream_agent(app, feed, FeedLanding(feed, sinks, dead_letters, backoff), settings.batching)
+        sinks: list[Sink] = [lake, warehouse] if feed.warehouse else [lake]
+        landing = FeedLanding(feed, sinks, dead_letters, backoff)
+        register_stream_agent(app, feed, landing, settings.batching)
+        landings.append(landing)
+
+    health = Health(app, settings, landings, lake, warehouse if uses_warehouse else None)
+    _mount_health(app, health)
 
     @app.on_before_shutdown.connect
-    async def _stop_sinks(_app: faust.App, **_: object) -> None:
-        for sink in sinks_in_use:
-            await sink.stop()
+    async def _stop(_app: faust.App, **_: object) -> None:
+        await health.close()
+        await warehouse.stop()
 
     return app
+
+
+def _mount_health(app: faust.App, health: Health) -> None:
+    @app.timer(interval=health.settings.health.lag_interval_s, name="txlake.consumer_lag")
+    async def _poll_lag() -> None:
+        await health.refresh_lag()
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        ok, body = health.liveness()
+        return web.json(body, status=200 if ok else 503)
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ok, body = await health.readiness()
+        return web.json(body, status=200 if ok else 503)

@@ -151,6 +151,17 @@ class LakeSink(Sink):
         except OSError as exc:
             raise LakeSinkError(f"lake root {self.root} is not writable: {exc}") from exc
 
+    async def probe(self) -> None:
+        """Raise unless a small file can be written and removed under the lake root (readiness)."""
+
+        def touch() -> None:
+            probe = self.root / CONTROL_DIR / f".probe-{os.getpid()}"
+            probe.parent.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+
+        await asyncio.to_thread(touch)
+
     async def write(self, batch: Batch) -> int:
         try:
             return await asyncio.to_thread(self.write_sync, batch)

@@ -17,7 +17,9 @@ rebalance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import aiomysql
 import pymysql
@@ -73,27 +75,35 @@ class WarehouseSink(Sink):
         except _FAILURES as exc:
             raise WarehouseSinkError(f"cannot connect to MySQL at {s.host}:{s.port}/{s.database}: {exc}") from exc
 
-    async def write(self, batch: Batch) -> int:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiomysql.Connection]:
+        """A pooled connection; one that saw an error is closed, never handed out again."""
         if self._pool is None:
             await self.start()
         assert self._pool is not None
+        async with self._pool.acquire() as connection:
+            try:
+                yield connection
+            except BaseException:
+                connection.close()
+                raise
+
+    async def write(self, batch: Batch) -> int:
         try:
-            async with self._pool.acquire() as connection:
-                try:
-                    return await self._write_in_transaction(connection, batch)
-                except BaseException:
-                    # A connection in an unknown state never goes back to the pool.
-                    connection.close()
-                    raise
+            async with self._connection() as connection:
+                return await self._write_in_transaction(connection, batch)
         except _FAILURES as exc:
             raise WarehouseSinkError(f"batch {batch.describe()}: {exc}") from exc
 
+    async def ping(self) -> None:
+        """Raise unless MySQL answers ``SELECT 1`` (readiness)."""
+        async with self._connection() as connection, connection.cursor() as cursor:
+            await cursor.execute("SELECT 1")
+            await cursor.fetchone()
+
     async def landed_through(self, feed: str, topic: str, partition: int) -> int:
         """The ledger position for one partition (-1: nothing landed yet)."""
-        if self._pool is None:
-            await self.start()
-        assert self._pool is not None
-        async with self._pool.acquire() as connection, connection.cursor() as cursor:
+        async with self._connection() as connection, connection.cursor() as cursor:
             await cursor.execute(_READ_LEDGER.replace(" FOR UPDATE", ""), (feed, topic, partition))
             row = await cursor.fetchone()
             await connection.rollback()

@@ -1,0 +1,99 @@
+"""Probes and metrics of a running worker, scraped over HTTP like Kubernetes and Prometheus do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from app.progress import wait_until_landed
+from tests.integration.harness import REPO_ROOT, delete_deployment_topics, make_deployment, produce_demo
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def deployment(tmp_path, warehouse_db):
+    deployment = await make_deployment(tmp_path, warehouse_db, TXLAKE_HEALTH__LAG_INTERVAL_S="1")
+    yield deployment
+    subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "start"], check=True, capture_output=True)
+    for worker in deployment.workers:
+        worker.stop()
+    await delete_deployment_topics(deployment)
+
+
+async def _get(client: httpx.AsyncClient, deployment, path: str) -> httpx.Response:
+    return await client.get(f"http://127.0.0.1:{deployment.settings.web.port}{path}", timeout=5)
+
+
+async def _until(predicate, timeout_s: float = 60):
+    for _ in range(int(timeout_s / 0.5)):
+        result = await predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"condition not met in {timeout_s}s")
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, value = line.rsplit(" ", 1)
+            found[key] = float(value)
+    return found
+
+
+async def test_probes_and_metrics_of_a_running_worker(deployment):
+    worker = deployment.worker().start()
+    await produce_demo(deployment, 1500, seed=31, now=NOW)
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=120)
+
+    async with httpx.AsyncClient() as client:
+
+        async def ready():
+            response = await _get(client, deployment, "/readyz")
+            return response if response.status_code == 200 else None
+
+        response = await _until(ready)
+        checks = response.json()["checks"]
+        assert checks["mysql"] == checks["lake"] == checks["kafka"] == "ok"
+        assert checks["partitions"] == "8 assigned"  # 4 feeds × 2 partitions
+
+        live = await _get(client, deployment, "/livez")
+        assert live.status_code == 200 and live.json()["status"] == "ok"
+
+        async def lag_settled():
+            text = (await _get(client, deployment, "/metrics")).text
+            lag = _samples(text, "txlake_consumer_lag_records")
+            return text if len(lag) == 8 and not any(lag.values()) else None
+
+        metrics = await _until(lag_settled)
+        landed = _samples(metrics, "txlake_records_landed_total")
+        transactions_topic = deployment.feed("transaction_stream").name
+        assert landed[f'txlake_records_landed_total{{feed="{transactions_topic}",sink="lake"}}'] == 1500
+        assert landed[f'txlake_records_landed_total{{feed="{transactions_topic}",sink="warehouse"}}'] == 1500
+        assert _samples(metrics, "txlake_sink_flush_seconds_count")
+        assert _samples(metrics, "txlake_ledger_landed_through_offset")
+        assert any(line.startswith("faust_") for line in metrics.splitlines()), "Faust's own sensors"
+
+        # MySQL goes away: not ready (and says why), still alive; back: ready again.
+        subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "stop"], check=True, capture_output=True)
+        not_ready = await _get(client, deployment, "/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["mysql"].startswith("failed")
+        assert (await _get(client, deployment, "/livez")).status_code == 200
+        subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "start"], check=True, capture_output=True)
+        await _until(ready)
+
+    # The worker logs JSON lines with Kafka coordinates where they apply.
+    worker.stop()
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert "txlake-local" not in worker.log(), "a secret was logged"
