@@ -81,19 +81,23 @@ class FeedLanding:
         by_partition: dict[int, list[RawMessage]] = defaultdict(list)
         for message in messages:
             by_partition[message.partition].append(message)
-        for partition, group in by_partition.items():
-            batch, rejected = self.decode(partition, group)
-            if rejected:
-                await retry_transient(
-                    lambda: self.dead_letters.publish(rejected),
-                    what=f"dead-letter publish for {batch.describe()}",
-                    backoff=self.backoff,
-                )
-                for letter in rejected:
-                    metrics.DEAD_LETTERS.labels(self.feed.name, letter.reason).inc()
-            metrics.BATCH_RECORDS.labels(self.feed.name).observe(len(batch.records))
-            # The sinks are independent (own ledgers): land in parallel.
-            await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
+        # Partitions have their own ledgers in every sink: land them concurrently, so one
+        # partition's I/O waits (fsync, a MySQL commit) overlap with the others'.
+        await asyncio.gather(*(self._land_partition(p, group) for p, group in by_partition.items()))
+
+    async def _land_partition(self, partition: int, messages: Sequence[RawMessage]) -> None:
+        batch, rejected = self.decode(partition, messages)
+        if rejected:
+            await retry_transient(
+                lambda: self.dead_letters.publish(rejected),
+                what=f"dead-letter publish for {batch.describe()}",
+                backoff=self.backoff,
+            )
+            for letter in rejected:
+                metrics.DEAD_LETTERS.labels(self.feed.name, letter.reason).inc()
+        metrics.BATCH_RECORDS.labels(self.feed.name).observe(len(batch.records))
+        # The sinks are independent (own ledgers): land in parallel.
+        await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
 
     def decode(self, partition: int, messages: Sequence[RawMessage]) -> tuple[Batch, list[DeadLetter]]:
         """Split messages into a batch of valid records and the dead letters of the rest."""

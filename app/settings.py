@@ -90,6 +90,11 @@ class LakeSettings(_Section):
 
     root: Path = Field(Path("lake"), description="Lake root directory; datasets live under streams/ and tables/.")
     compression: str = Field("snappy", description="Parquet codec (snappy, zstd, gzip, none).")
+    fsync: bool = Field(
+        True,
+        description="fsync data files and the ledger before a batch counts as landed (survives power loss, "
+        "not only process crashes). Off is safe against process crashes and faster on slow disks.",
+    )
 
 
 class BatchingSettings(_Section):

@@ -51,7 +51,7 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
     )
     setup_prometheus_sensors(app, name_prefix="faust")
 
-    lake = LakeSink(settings.lake.root, settings.lake.compression)
+    lake = LakeSink(settings.lake.root, settings.lake.compression, settings.lake.fsync)
     warehouse = WarehouseSink(settings.mysql)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)

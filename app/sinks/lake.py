@@ -17,8 +17,11 @@ Commit protocol for one batch of one (dataset, topic, partition):
 2. write the ledger -- ``landed_through`` = the batch's last offset, plus the
    list of staged → final moves -- to a temp file, fsync, rename over the old
    ledger. **This rename is the commit point**;
-3. rename each staged file to its final name (each rename atomic) and fsync
-   the directories.
+3. rename each staged file to its final name (each rename atomic).
+
+The fsyncs (data files, ledger, ledger directory) make a landed batch survive a power
+loss too; ``lake.fsync = false`` drops them (a process crash never loses page-cache
+writes, so exactly-once holds either way).
 
 A crash before 2 leaves only staged files, which the next start deletes; the
 batch is replayed from Kafka. A crash after 2 is rolled forward at the next
@@ -118,15 +121,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (temp file, fsync, rename, fsync dir)."""
+def _write_durably(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, rename); durably with ``fsync``."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 class LakeSink(Sink):
@@ -139,9 +144,10 @@ class LakeSink(Sink):
 
     name = "lake"
 
-    def __init__(self, root: Path, compression: str = "snappy") -> None:
+    def __init__(self, root: Path, compression: str = "snappy", fsync: bool = True) -> None:
         self.root = Path(root)
         self.compression = None if compression == "none" else compression
+        self.fsync = fsync
         self._ledgers: dict[tuple[str, str, int], LedgerEntry] = {}
         self._lock = threading.Lock()
 
@@ -192,12 +198,14 @@ class LakeSink(Sink):
                 name = f"{batch.topic}+{batch.partition}+{start:020d}.parquet"
                 staged = staging / (name + ".tmp")
                 final = self.root / dataset / day.path / name
-                pq.write_table(rows, staged, compression=self.compression)
-                with open(staged, "rb") as handle:
-                    os.fsync(handle.fileno())
+                with open(staged, "wb") as handle:
+                    pq.write_table(rows, handle, compression=self.compression)
+                    if self.fsync:
+                        handle.flush()
+                        os.fsync(handle.fileno())
                 moves.append((str(staged.relative_to(self.root)), str(final.relative_to(self.root))))
         entry = LedgerEntry(pending.last_offset, tuple(moves))
-        _write_durably(self._ledger_path(dataset, batch.topic, batch.partition), entry.to_json())
+        _write_durably(self._ledger_path(dataset, batch.topic, batch.partition), entry.to_json(), self.fsync)
         self._apply_moves(entry.moves)
         self._ledgers[(dataset, batch.topic, batch.partition)] = entry
         return len(pending.records)
@@ -227,15 +235,13 @@ class LakeSink(Sink):
         return entry
 
     def _apply_moves(self, moves: tuple[tuple[str, str], ...]) -> None:
-        directories = set()
+        # No directory fsync here: a rename lost to a power failure leaves the staged file in
+        # place, and recovery replays the moves the (durable) ledger lists.
         for staged, final in moves:
             source, target = self.root / staged, self.root / final
             if source.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
-                directories.add(target.parent)
-        for directory in directories:
-            _fsync_dir(directory)
 
     def _ledger_path(self, dataset: str, topic: str, partition: int) -> Path:
         return ledger_path(self.root, dataset, topic, partition)

@@ -1,0 +1,111 @@
+{{/* Chart name, truncated to the 63 characters a DNS label allows. */}}
+{{- define "txlake.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-txlake, or the release name if it already contains the chart name. */}}
+{{- define "txlake.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "txlake.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "txlake.labels" -}}
+helm.sh/chart: {{ include "txlake.chart" . }}
+{{ include "txlake.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: txlake
+{{- end }}
+
+{{/* Labels that select the worker pods (never change them: Deployment selectors are immutable). */}}
+{{- define "txlake.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "txlake.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{- define "txlake.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "txlake.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image reference: repository@digest when a digest is given, else repository:tag. */}}
+{{- define "txlake.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret mounted at /run/secrets/txlake. */}}
+{{- define "txlake.secretName" -}}
+{{- default (include "txlake.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{/* Name of the lake claim, or "" when the lake is not on a volume (S3). */}}
+{{- define "txlake.lakeClaimName" -}}
+{{- if .Values.lake.persistentVolumeClaim.claimName }}
+{{- .Values.lake.persistentVolumeClaim.claimName }}
+{{- else if and (not .Values.lake.s3.uri) .Values.lake.persistentVolumeClaim.create }}
+{{- printf "%s-lake" (include "txlake.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* KEDA bounds: min defaults to replicaCount, max to kafka.partitions. */}}
+{{- define "txlake.keda.min" -}}
+{{- if kindIs "invalid" .Values.keda.minReplicaCount }}{{ .Values.replicaCount | int }}{{ else }}{{ .Values.keda.minReplicaCount | int }}{{ end }}
+{{- end }}
+{{- define "txlake.keda.max" -}}
+{{- if kindIs "invalid" .Values.keda.maxReplicaCount }}{{ .Values.kafka.partitions | int }}{{ else }}{{ .Values.keda.maxReplicaCount | int }}{{ end }}
+{{- end }}
+
+{{/*
+Checks that stop a bad configuration at render time (included by the Deployment, so every
+`helm install/upgrade/template` runs them).
+*/}}
+{{- define "txlake.validate" -}}
+{{- if lt (int .Values.kafka.partitions) 1 }}
+{{- fail "kafka.partitions must be >= 1: the partition count of the busiest feed topic" }}
+{{- end }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) 60 }}
+{{- fail (printf "terminationGracePeriodSeconds is %v: it must be >= 60 so the batch in flight can land after SIGTERM" .Values.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- if and (not .Values.lake.s3.uri) (not .Values.lake.persistentVolumeClaim.claimName) (not .Values.lake.persistentVolumeClaim.create) }}
+{{- fail "the lake needs a home: set lake.persistentVolumeClaim.claimName (an existing ReadWriteMany claim), lake.persistentVolumeClaim.create=true, or lake.s3.uri" }}
+{{- end }}
+{{- range $name, $value := .Values.config }}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $name) }}
+{{- fail (printf "config: %q is not a valid environment variable name" $name) }}
+{{- end }}
+{{- if has (upper $name) (list "TXLAKE_MYSQL__PASSWORD" "TXLAKE_ANONYMIZATION__KEY" "TXLAKE_EXPORTS__TOKEN") }}
+{{- fail (printf "config: %s is a secret; set it in `secrets` or in the existingSecret, never in the ConfigMap" $name) }}
+{{- end }}
+{{- end }}
+{{- if .Values.keda.enabled }}
+{{- $min := include "txlake.keda.min" . | int }}
+{{- $max := include "txlake.keda.max" . | int }}
+{{- if gt $max (int .Values.kafka.partitions) }}
+{{- fail (printf "keda.maxReplicaCount (%d) > kafka.partitions (%d): Kafka gives each partition to one consumer of the group, so replicas beyond the partition count would sit idle" $max (int .Values.kafka.partitions)) }}
+{{- end }}
+{{- if gt $min $max }}
+{{- fail (printf "keda.minReplicaCount (%d) > keda.maxReplicaCount (%d); with keda.enabled the minimum defaults to replicaCount" $min $max) }}
+{{- end }}
+{{- end }}
+{{- end }}
