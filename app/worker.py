@@ -47,7 +47,7 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
         producer_acks=-1,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        stream_buffer_maxsize=max(4096, 2 * settings.batching.flush_size),
+        stream_buffer_maxsize=max(4096, 10 * settings.batching.flush_size),
     )
     setup_prometheus_sensors(app, name_prefix="faust")
 

@@ -21,13 +21,20 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every resource. */}}
-{{- define "txlake.labels" -}}
+{{/* Labels on every resource of the release, except the component. */}}
+{{- define "txlake.commonLabels" -}}
 helm.sh/chart: {{ include "txlake.chart" . }}
-{{ include "txlake.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "txlake.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: txlake
+{{- end }}
+
+{{/* Labels on the worker's resources. */}}
+{{- define "txlake.labels" -}}
+{{ include "txlake.commonLabels" . }}
+app.kubernetes.io/component: worker
 {{- end }}
 
 {{/* Labels that select the worker pods (never change them: Deployment selectors are immutable). */}}

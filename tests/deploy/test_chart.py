@@ -1,0 +1,373 @@
+"""The Helm chart (helm/txlake), rendered with ``helm template`` and checked as parsed YAML.
+
+No cluster or service is needed, only the helm binary that ``scripts/deploy-check.sh`` builds into
+``.infra/tools/helm`` and PyYAML (which that script's kubernetes-validate install brings into
+``.venv``). A missing tool is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HELM = REPO_ROOT / ".infra" / "tools" / "helm"
+CHART = REPO_ROOT / "helm" / "txlake"
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+RELEASE = "lake"
+NAMESPACE = "data"
+FULLNAME = "lake-txlake"
+SECRETS_DIR = "/run/secrets/txlake"
+SECRET_SETTINGS = {"TXLAKE_MYSQL__PASSWORD", "TXLAKE_ANONYMIZATION__KEY", "TXLAKE_EXPORTS__TOKEN"}
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - reported by the fixture below
+    yaml = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tools() -> None:
+    if not HELM.is_file():
+        pytest.fail(f"{HELM.relative_to(REPO_ROOT)} is missing: run `bash scripts/deploy-check.sh` first (it builds helm)")
+    if yaml is None:
+        pytest.fail("PyYAML is missing from .venv: run `bash scripts/deploy-check.sh` first (kubernetes-validate brings it)")
+
+
+def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def render(*args: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Renders the chart; returns the resources by (kind, name)."""
+    result = helm_template(*args)
+    assert result.returncode == 0, result.stderr
+    resources: dict[tuple[str, str], dict[str, Any]] = {}
+    for doc in yaml.safe_load_all(result.stdout):
+        if not doc:
+            continue
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in resources, f"rendered twice: {key}"
+        resources[key] = doc
+    return resources
+
+
+def render_fails(*args: str) -> str:
+    result = helm_template(*args)
+    assert result.returncode != 0, f"rendering should have failed:\n{result.stdout[:2000]}"
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def default() -> dict[tuple[str, str], dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def full() -> dict[tuple[str, str], dict[str, Any]]:
+    return render("-f", str(FULL_VALUES))
+
+
+def container(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    (worker,) = resources[("Deployment", FULLNAME)]["spec"]["template"]["spec"]["containers"]
+    return worker
+
+
+def pod_spec(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return resources[("Deployment", FULLNAME)]["spec"]["template"]["spec"]
+
+
+def env(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container(resources).get("env", [])}
+
+
+# -- kinds ------------------------------------------------------------------------------------
+
+
+def test_default_values_render_the_core_resources(default):
+    kinds = {kind for kind, _ in default}
+    assert {"Deployment", "ConfigMap", "Secret", "Service", "ServiceAccount", "PodDisruptionBudget", "Pod"} <= kinds
+    # optional CRD-backed resources are off by default
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+
+
+def test_full_values_render_everything(full):
+    kinds = {kind for kind, _ in full}
+    assert {"ServiceMonitor", "PodMonitor", "ScaledObject"} <= kinds
+    for kind in ("ServiceMonitor", "PodMonitor"):
+        assert full[(kind, FULLNAME)]["apiVersion"] == "monitoring.coreos.com/v1"
+        assert full[(kind, FULLNAME)]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert full[("ScaledObject", FULLNAME)]["apiVersion"] == "keda.sh/v1alpha1"
+
+
+def test_everything_lands_in_the_release_namespace(default):
+    for (kind, name), resource in default.items():
+        assert resource["metadata"]["namespace"] == NAMESPACE, (kind, name)
+
+
+# -- probes -----------------------------------------------------------------------------------
+
+
+def test_probes_use_livez_and_readyz_on_the_http_port(default):
+    worker = container(default)
+    assert worker["ports"] == [{"name": "http", "containerPort": 6066, "protocol": "TCP"}]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert worker["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    # the startup probe allows a slow first start; liveness only kicks in after it
+    startup = worker["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    # readiness checks MySQL and the lake with 2 s timeouts each
+    assert worker["readinessProbe"]["timeoutSeconds"] >= 5
+    assert env(default)["TXLAKE_WEB__PORT"] == "6066"
+
+
+def test_service_exposes_http_6066(default):
+    service = default[("Service", FULLNAME)]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 6066, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == default[("Deployment", FULLNAME)]["spec"]["selector"]["matchLabels"]
+
+
+# -- security ---------------------------------------------------------------------------------
+
+
+def test_container_security_context(default):
+    sc = container(default)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    pod_sc = pod_spec(default)["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == 10001 and pod_sc["fsGroup"] == 10001
+    assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_service_account_token_is_not_mounted(default):
+    assert pod_spec(default)["automountServiceAccountToken"] is False
+    assert default[("ServiceAccount", FULLNAME)]["automountServiceAccountToken"] is False
+
+
+def test_helm_test_pod_is_hardened_and_curls_readyz_and_metrics(default):
+    pod = default[("Pod", f"{FULLNAME}-test")]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (curl,) = pod["spec"]["containers"]
+    image, _, tag = curl["image"].rpartition(":")
+    assert image == "curlimages/curl" and tag and tag != "latest"
+    script = " ".join(curl["args"])
+    base = f"http://{FULLNAME}.{NAMESPACE}.svc:6066"
+    assert f"{base}" in script and "/readyz" in script and "/metrics" in script
+    sc = curl["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # the test pod is not a worker: the Service and the PDB must not select it
+    selector = default[("Service", FULLNAME)]["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+
+
+def test_termination_grace_period_lets_a_batch_land(default):
+    assert pod_spec(default)["terminationGracePeriodSeconds"] >= 60
+    stderr = render_fails("--set", "terminationGracePeriodSeconds=30")
+    assert "terminationGracePeriodSeconds" in stderr
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+def test_secret_is_mounted_as_files_in_the_secrets_dir(default):
+    mounts = {m["name"]: m for m in container(default)["volumeMounts"]}
+    assert mounts["secrets"]["mountPath"] == SECRETS_DIR
+    assert mounts["secrets"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod_spec(default)["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == FULLNAME
+    assert "items" not in volumes["secrets"]["secret"]  # every key becomes a file
+    assert env(default)["TXLAKE_SECRETS_DIR"] == SECRETS_DIR
+    # secrets never travel as environment variables
+    names = set(env(default)) | set(default[("ConfigMap", FULLNAME)]["data"])
+    assert not names & SECRET_SETTINGS
+
+
+def test_chart_secret_keys_are_the_setting_file_names():
+    resources = render(
+        "--set", "secrets.mysqlPassword=pw",
+        "--set", "secrets.anonymizationKey=key",
+        "--set", "secrets.exportsToken=tok",
+    )  # fmt: skip
+    secret = resources[("Secret", FULLNAME)]
+    assert set(secret["data"]) == {"mysql__password", "anonymization__key", "exports__token"}
+    assert "checksum/secret" in resources[("Deployment", FULLNAME)]["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_empty_secret_values_are_left_out(default):
+    assert default[("Secret", FULLNAME)]["data"] in ({}, None)
+
+
+def test_existing_secret_suppresses_the_chart_secret(full):
+    assert not [name for kind, name in full if kind == "Secret"]
+    volumes = {v["name"]: v for v in pod_spec(full)["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == "txlake-secrets"
+    assert "checksum/secret" not in full[("Deployment", FULLNAME)]["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_secret_settings_are_refused_in_the_configmap():
+    stderr = render_fails("--set", "config.TXLAKE_MYSQL__PASSWORD=oops")
+    assert "TXLAKE_MYSQL__PASSWORD is a secret" in stderr
+
+
+# -- replicas and configuration ---------------------------------------------------------------
+
+
+def test_replicas_land_in_the_deployment():
+    resources = render("--set", "replicaCount=4", "--set", "kafka.partitions=8")
+    assert resources[("Deployment", FULLNAME)]["spec"]["replicas"] == 4
+
+
+def test_config_lands_in_the_configmap_loaded_with_envfrom(full):
+    data = full[("ConfigMap", FULLNAME)]["data"]
+    assert data["TXLAKE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka-0.kafka:9092,kafka-1.kafka:9092,kafka-2.kafka:9092"
+    assert data["TXLAKE_KAFKA__GROUP_ID"] == "txlake-prod"
+    assert data["TXLAKE_BATCHING__FLUSH_SIZE"] == "5000"
+    assert json.loads(data["TXLAKE_BLACKLIST__COUNTRIES"]) == ["KP", "IR"]
+    assert all(isinstance(value, str) for value in data.values())
+    assert container(full)["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+
+
+def test_non_string_config_values_become_strings():
+    resources = render("--set", "config.TXLAKE_MYSQL__POOL_SIZE=8", "--set-json", 'config.TXLAKE_BLACKLIST__USERS=["u1"]')
+    data = resources[("ConfigMap", FULLNAME)]["data"]
+    assert data["TXLAKE_MYSQL__POOL_SIZE"] == "8"
+    assert json.loads(data["TXLAKE_BLACKLIST__USERS"]) == ["u1"]
+
+
+def test_config_change_rolls_the_pods(default):
+    changed = render("--set", "config.TXLAKE_LOG_LEVEL=DEBUG")
+
+    def checksum(resources):
+        return resources[("Deployment", FULLNAME)]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum(changed) != checksum(default)
+
+
+def test_chart_sets_datadir_and_tmp_emptydir(default):
+    assert env(default)["TXLAKE_DATADIR"] == "/tmp/txlake"
+    mounts = {m["name"]: m["mountPath"] for m in container(default)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(default)["volumes"]}
+    assert mounts["tmp"] == "/tmp" and "emptyDir" in volumes["tmp"]
+
+
+# -- the lake ---------------------------------------------------------------------------------
+
+
+def test_default_lake_is_a_created_rwx_claim_kept_on_uninstall(default):
+    pvc = default[("PersistentVolumeClaim", f"{FULLNAME}-lake")]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    volumes = {v["name"]: v for v in pod_spec(default)["volumes"]}
+    assert volumes["lake"]["persistentVolumeClaim"]["claimName"] == f"{FULLNAME}-lake"
+    assert env(default)["TXLAKE_LAKE__ROOT"] == "/data/lake"
+
+
+def test_existing_claim_is_mounted_at_the_lake_root(full):
+    assert not [name for kind, name in full if kind == "PersistentVolumeClaim"]
+    volumes = {v["name"]: v for v in pod_spec(full)["volumes"]}
+    assert volumes["lake"]["persistentVolumeClaim"]["claimName"] == "txlake-lake-rwx"
+    mounts = {m["name"]: m["mountPath"] for m in container(full)["volumeMounts"]}
+    assert mounts["lake"] == env(full)["TXLAKE_LAKE__ROOT"] == "/data/lake"
+
+
+def test_s3_lake_mounts_no_volume_and_passes_the_uri():
+    resources = render("--set", "lake.s3.uri=s3://bucket/lake")
+    assert not [name for kind, name in resources if kind == "PersistentVolumeClaim"]
+    assert "lake" not in {v["name"] for v in pod_spec(resources)["volumes"]}
+    assert env(resources)["TXLAKE_LAKE__S3_URI"] == "s3://bucket/lake"
+
+
+def test_a_lake_is_required():
+    stderr = render_fails("--set", "lake.persistentVolumeClaim.create=false")
+    assert "the lake needs a home" in stderr
+
+
+# -- scaling: KEDA, PDB, anti-affinity --------------------------------------------------------
+
+
+def test_keda_scaled_object(full):
+    scaled = full[("ScaledObject", FULLNAME)]
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert spec["maxReplicaCount"] == 12  # defaults to kafka.partitions
+    assert spec["minReplicaCount"] == 4  # defaults to replicaCount
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["lagThreshold"] == "5000"
+    assert trigger["metadata"]["consumerGroup"] == "txlake-prod"
+    assert trigger["metadata"]["allowIdleConsumers"] == "false"
+    # KEDA owns the replica count
+    assert "replicas" not in full[("Deployment", FULLNAME)]["spec"]
+
+
+def test_keda_max_replicas_above_partitions_fails_rendering():
+    stderr = render_fails(
+        "-f", str(FULL_VALUES), "--set", "kafka.partitions=6", "--set", "keda.maxReplicaCount=8"
+    )  # fmt: skip
+    assert "keda.maxReplicaCount (8) > kafka.partitions (6)" in stderr
+
+
+def test_keda_max_replicas_equal_to_partitions_renders():
+    resources = render("-f", str(FULL_VALUES), "--set", "kafka.partitions=8", "--set", "keda.maxReplicaCount=8")
+    assert resources[("ScaledObject", FULLNAME)]["spec"]["maxReplicaCount"] == 8
+
+
+def test_pod_disruption_budget_allows_one_at_a_time(default):
+    pdb = default[("PodDisruptionBudget", FULLNAME)]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == default[("Deployment", FULLNAME)]["spec"]["selector"]["matchLabels"]
+
+
+def test_pod_anti_affinity_is_preferred_by_default(default):
+    anti = pod_spec(default)["affinity"]["podAntiAffinity"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in anti
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_rollout_never_runs_more_consumers_than_replicas(default):
+    assert default[("Deployment", FULLNAME)]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+
+
+# -- monitoring -------------------------------------------------------------------------------
+
+
+def test_monitors_scrape_metrics_on_http(full):
+    (endpoint,) = full[("ServiceMonitor", FULLNAME)]["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    (pod_endpoint,) = full[("PodMonitor", FULLNAME)]["spec"]["podMetricsEndpoints"]
+    assert pod_endpoint["port"] == "http" and pod_endpoint["path"] == "/metrics"
+
+
+def test_grafana_dashboard_queries_the_txlake_metrics(full):
+    cm = full[("ConfigMap", f"{FULLNAME}-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    dashboard = json.loads(cm["data"]["txlake.json"])
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    for metric in (
+        "txlake_records_landed_total",
+        "txlake_dead_letters_total",
+        "txlake_sink_retries_total",
+        "txlake_sink_flush_seconds_bucket",
+        "txlake_consumer_lag_records",
+    ):
+        assert metric in exprs
+    assert "histogram_quantile(0.99" in exprs
