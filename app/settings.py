@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_SECRETS_DIR = "/run/secrets/txlake"
+LOCAL_ANONYMIZATION_KEY = "txlake-local-demo-key"  # the local demo's key: never for real data
 
 
 class _Section(BaseModel):
@@ -121,7 +122,7 @@ class AnonymizationSettings(_Section):
     """The keyed hash behind the anonymized stream."""
 
     key: SecretStr = Field(
-        SecretStr("txlake-local-demo-key"),
+        SecretStr(LOCAL_ANONYMIZATION_KEY),
         description="HMAC key; set a real secret in production (the same on every worker).",
     )
 
@@ -192,6 +193,15 @@ class Settings(BaseSettings):
             secrets_prefix="",
         )
         return init_settings, env_settings, dotenv_settings, secrets
+
+    def local_defaults_in_use(self) -> list[str]:
+        """Secrets still at their local-demo defaults (the worker warns about each at start)."""
+        found = []
+        if self.anonymization.key.get_secret_value() == LOCAL_ANONYMIZATION_KEY:
+            found.append("anonymization.key")
+        if self.mysql.password.get_secret_value() == "txlake-local":
+            found.append("mysql.password")
+        return found
 
     @property
     def dead_letter_topic(self) -> str:

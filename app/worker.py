@@ -31,6 +31,8 @@ def _broker_urls(bootstrap_servers: str) -> list[str]:
 def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> faust.App:
     """A configured Faust app; ``feeds`` default to :func:`load_feeds`."""
     feeds = feeds if feeds is not None else load_feeds(settings)
+    for name in settings.local_defaults_in_use():
+        logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
     app = faust.App(
         settings.kafka.group_id,
         broker=_broker_urls(settings.kafka.bootstrap_servers),
