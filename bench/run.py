@@ -392,6 +392,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def git_state() -> dict[str, Any]:
+    """The commit the worker ran (its code is what is on disk when it starts) and local changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "app", "agents", "models", "pyproject.toml", "constraints.txt")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
+            "worker_code_changed": [line.split(maxsplit=1)[-1] for line in changed.splitlines() if line.strip()]}
+
+
 def java_version() -> str:
     try:
         done = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
@@ -564,6 +576,7 @@ async def drain(
     timeline: list[tuple[float, int]] = []
     polls = 0
     poll_cpu_s = 0.0
+    poll_errors: list[str] = []
     next_poll = 0.0
     next_report = 5.0
     worker_cpu_s = peak_kb = None
@@ -586,7 +599,13 @@ async def drain(
                 polls += 1
                 cpu0 = time.process_time()
                 if t_landed is None:
-                    rows = await feed_progress(settings, feeds)
+                    try:
+                        rows = await feed_progress(settings, feeds)
+                    except Exception as exc:  # noqa: BLE001 - e.g. MariaDB restarted by someone else
+                        poll_errors.append(f"{now:.1f}s {type(exc).__name__}: {exc}")
+                        log(f"  progress poll failed ({type(exc).__name__}: {exc}); the clock keeps running")
+                        await asyncio.sleep(0.5)
+                        continue
                     landed_lake = sum(min(r.lake + 1, r.last_offset + 1) for r in rows)
                     timeline.append((round(now, 2), landed_lake))
                     if rows and all(row.landed for row in rows):
@@ -683,6 +702,7 @@ async def drain(
         },
         "worker_cpu_cores_avg": worker_cpu_s / t_done if worker_cpu_s else None,
         "progress_polls": polls,
+        "progress_poll_errors": poll_errors,
         "worker_exit_code": exit_code,
         "worker_stop_s": stop_s,
         "all_landed_after_stop": all_landed_after_stop,
@@ -822,6 +842,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB RAM; Python {v['python']}, "
         f"Kafka {v['kafka']} (single broker, same machine), MariaDB {v['mariadb']}, faust-streaming {v['packages']['faust-streaming']}.",
         "",
+        f"Code: commit `{results['git']['commit']}`"
+        + (f" with local changes to {', '.join(results['git']['worker_code_changed'])}" if results['git']['worker_code_changed'] else "")
+        + ".",
+        "",
         f"Load: {f['transactions']:,} transactions = {f['messages_total']:,} messages over 4 topics ({per_topic}); "
         f"produced in {f['produce_s']:.1f} s.",
         "",
@@ -951,6 +975,7 @@ async def _amain(args: argparse.Namespace, run: Run, cleanup: dict[str, Any]) ->
             "blacklist_countries": sorted(settings.blacklist.countries),
         },
         "profiled": args.profile,
+        "git": git_state(),
     }
     cleanup.update(groups=[run.group_id], topics=[f.topic for f in feeds] + [settings.dead_letter_topic])
 
