@@ -13,7 +13,7 @@ import aiomysql
 import pymysql
 import pytest
 
-from conftest import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql
+from tests.integration.conftest import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql
 
 pytestmark = pytest.mark.integration
 
