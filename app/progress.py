@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.feeds import Feed
 from app.settings import Settings
 from app.sinks.lake import read_landed_through
+from app.sinks.lake_storage import open_lake_storage
 from app.sinks.warehouse import WarehouseSink
 
 __all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
@@ -62,12 +63,13 @@ async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPart
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
     """The progress of every partition of every feed."""
     last = await _last_offsets(settings, [feed.topic for feed in feeds])
+    lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
     warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse for feed in feeds) else None
     rows = []
     try:
         for feed in feeds:
             for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
-                lake = read_landed_through(settings.lake.root, feed.dataset, feed.topic, tp.partition)
+                lake = read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
                 held = (
                     await warehouse.landed_through(feed.name, feed.topic, tp.partition)
                     if warehouse is not None and feed.warehouse

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -89,13 +89,39 @@ class MySQLSettings(_Section):
 class LakeSettings(_Section):
     """Where the Parquet lake lives."""
 
-    root: Path = Field(Path("lake"), description="Lake root directory; datasets live under streams/ and tables/.")
+    root: Path | str = Field(
+        Path("lake"),
+        description="Lake root: a local directory, or s3://bucket/prefix for an S3 (or S3-compatible) lake "
+        "shared by every pod. Datasets live under streams/ and tables/.",
+    )
     compression: str = Field("snappy", description="Parquet codec (snappy, zstd, gzip, none).")
     fsync: bool = Field(
         True,
         description="fsync data files and the ledger before a batch counts as landed (survives power loss, "
-        "not only process crashes). Off is safe against process crashes and faster on slow disks.",
+        "not only process crashes). Off is safe against process crashes and faster on slow disks. "
+        "Ignored for S3 (an upload is durable once acknowledged).",
     )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for S3-compatible stores (MinIO, Ceph, ...); unset: AWS S3."
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: the AWS SDK's default (AWS_REGION, profile).")
+    s3_access_key_id: str | None = Field(
+        None, description="S3 access key; unset: the standard AWS credential chain (env, IRSA, instance profile)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key, with s3_access_key_id.")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _local_path_or_s3_uri(cls, value: object) -> object:
+        """``s3://…`` stays a string (a Path would fold its ``//``); anything else is a local Path."""
+        if isinstance(value, str) and not value.lower().startswith("s3://"):
+            return Path(value)
+        return value
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether the lake lives in S3 rather than a local directory."""
+        return isinstance(self.root, str)
 
 
 class BatchingSettings(_Section):
@@ -132,6 +158,11 @@ class WebSettings(_Section):
 
     host: str = "0.0.0.0"
     port: int = Field(6066, ge=1, le=65535)
+    faust_sensors: bool = Field(
+        True,
+        description="Also export Faust's own per-message sensors (faust_*) on /metrics. They update "
+        "labelled metrics for every message: off saves ~15-20% CPU at high rates.",
+    )
 
 
 class HealthSettings(_Section):

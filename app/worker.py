@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from agents.streams import register_stream_agent
 from app.dead_letters import DeadLetterPublisher
@@ -51,9 +52,12 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
         topic_disable_leader=True,
         stream_buffer_maxsize=max(4096, 10 * settings.batching.flush_size),
     )
-    setup_prometheus_sensors(app, name_prefix="faust")
+    if settings.web.faust_sensors:
+        setup_prometheus_sensors(app, name_prefix="faust")
+    else:
+        app.page("/metrics")(_metrics_view)
 
-    lake = LakeSink(settings.lake.root, settings.lake.compression, settings.lake.fsync)
+    lake = LakeSink.from_settings(settings.lake)
     warehouse = WarehouseSink(settings.mysql)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
@@ -74,6 +78,11 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
         await warehouse.stop()
 
     return app
+
+
+async def _metrics_view(web: Any, request: Any) -> Any:
+    """txlake's own metrics only (Faust's per-message sensors off)."""
+    return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 def _mount_health(app: faust.App, health: Health) -> None:

@@ -6,6 +6,9 @@ Layout (readers glob ``<root>/streams/<stream>/**/*.parquet`` with hive partitio
     <root>/_txlake/ledger/streams/<stream>/<topic>/<partition>.json     offset ledger
     <root>/_txlake/staging/streams/<stream>/<topic>/<partition>/        files not yet committed
 
+The root is a local directory or ``s3://bucket/prefix`` (``lake.root``); the storage
+differences live in :mod:`app.sinks.lake_storage`, the protocol below is the same for both.
+
 The day is the record's own ``event_timestamp`` in UTC, never the wall clock, so
 a late event lands in its day. A batch that spans several days gives one file
 per day; the file name is Kafka Connect's ``topic+partition+startOffset``.
@@ -13,21 +16,34 @@ per day; the file name is Kafka Connect's ``topic+partition+startOffset``.
 Commit protocol for one batch of one (dataset, topic, partition):
 
 1. write each day's rows to a staged file (``.parquet.tmp`` under ``_txlake``:
-   no reader's glob sees it) and fsync it;
+   no reader's glob or dataset listing sees it) and fsync it;
 2. write the ledger -- ``landed_through`` = the batch's last offset, plus the
-   list of staged → final moves -- to a temp file, fsync, rename over the old
-   ledger. **This rename is the commit point**;
-3. rename each staged file to its final name (each rename atomic).
+   list of staged → final moves -- atomically over the old ledger (local: temp
+   file, fsync, rename; S3: one PUT of the ledger object). **This is the commit point**;
+3. move each staged file to its final name (local: an atomic rename; S3: see below).
 
 The fsyncs (data files, ledger, ledger directory) make a landed batch survive a power
 loss too; ``lake.fsync = false`` drops them (a process crash never loses page-cache
-writes, so exactly-once holds either way).
+writes, so exactly-once holds either way). On S3 an acknowledged upload is durable
+and ``lake.fsync`` is ignored.
 
 A crash before 2 leaves only staged files, which the next start deletes; the
 batch is replayed from Kafka. A crash after 2 is rolled forward at the next
 start: the moves recorded in the ledger are finished before anything else
 happens. Replayed records at or below ``landed_through`` are skipped. So every
 record is in exactly one visible file, and a file is never visible half-written.
+
+Visibility on S3. S3 has no rename, so step 3 is a server-side copy to the final key
+followed by a delete of the staged object. A data object becomes visible to readers
+when its copy completes -- whole, never partial (a copy, like a PUT, is atomic) -- and
+only after the ledger PUT committed the batch; staged objects live under
+``<root>/_txlake/staging/`` and never appear under a dataset prefix. A crash between the
+ledger PUT and the last copy leaves part of the batch's days visible until the next start
+rolls the moves forward; a crash between a copy and its delete leaves a staged object the
+roll-forward copies again (same bytes, idempotent) and deletes. Listing is strongly
+consistent on S3 (read-after-write and list-after-write since December 2020), so a reader
+listing ``streams/<stream>/`` right after a move sees the object, and recovery listing
+the staging prefix sees every staged object.
 """
 
 from __future__ import annotations
@@ -35,23 +51,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
+import os  # noqa: F401 - os.replace is what a local move calls (tests patch it here)
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from app.errors import LakeSinkError
+from app.settings import LakeSettings
 from app.sinks.base import Batch, Sink
+from app.sinks.lake_storage import CONTROL_DIR, LakeStorage, LocalStorage, is_s3_uri, open_lake_storage
 
 __all__ = ["DayPartition", "LakeSink", "LedgerEntry", "ledger_path", "read_landed_through", "split_by_day"]
 
 logger = logging.getLogger(__name__)
-
-CONTROL_DIR = "_txlake"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +87,7 @@ class LedgerEntry:
     """What the lake holds for one (dataset, topic, partition).
 
     ``landed_through`` is the highest offset covered; ``moves`` are the
-    (staged, final) renames of the last committed batch, relative to the lake
+    (staged, final) moves of the last committed batch, relative to the lake
     root, replayed by recovery if a crash interrupted them.
     """
 
@@ -99,43 +114,52 @@ def split_by_day(table: pa.Table) -> list[tuple[DayPartition, pa.Table]]:
     return [(DayPartition(day.year, day.month, day.day), rows) for day, rows in sorted(slices)]
 
 
-def ledger_path(root: Path, dataset: str, topic: str, partition: int) -> Path:
-    """Where the ledger of (dataset, topic, partition) lives under the lake ``root``."""
-    return Path(root) / CONTROL_DIR / "ledger" / dataset / topic / f"{partition}.json"
+def _ledger_key(dataset: str, topic: str, partition: int) -> str:
+    return f"{CONTROL_DIR}/ledger/{dataset}/{topic}/{partition}.json"
 
 
-def read_landed_through(root: Path, dataset: str, topic: str, partition: int) -> int:
-    """The committed ledger position, read without recovering anything (safe while a worker runs)."""
-    path = ledger_path(root, dataset, topic, partition)
-    try:
-        return LedgerEntry.from_json(path.read_bytes()).landed_through
-    except FileNotFoundError:
-        return -1
+def _staging_key(dataset: str, topic: str, partition: int) -> str:
+    return f"{CONTROL_DIR}/staging/{dataset}/{topic}/{partition}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def ledger_path(root: Path | str, dataset: str, topic: str, partition: int) -> Path | str:
+    """Where the ledger of (dataset, topic, partition) lives under the lake ``root`` (a Path, or an S3 URI)."""
+    if is_s3_uri(root):
+        return f"{str(root).rstrip('/')}/{_ledger_key(dataset, topic, partition)}"
+    return Path(root) / _ledger_key(dataset, topic, partition)
 
 
-def _write_durably(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, rename); durably with ``fsync``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        _fsync_dir(path.parent)
+def _as_storage(lake: LakeStorage | LakeSettings | Path | str) -> LakeStorage:
+    if isinstance(lake, LakeStorage):
+        return lake
+    if isinstance(lake, LakeSettings):
+        return open_lake_storage(lake)
+    if is_s3_uri(lake):  # a bare URI: default S3 options (AWS credential chain)
+        return open_lake_storage(LakeSettings(root=lake))
+    return LocalStorage(lake)
+
+
+def read_landed_through(lake: LakeStorage | LakeSettings | Path | str, dataset: str, topic: str, partition: int) -> int:
+    """The committed ledger position, read without recovering anything (safe while a worker runs).
+
+    ``lake`` is a storage (cheapest when reading many ledgers), the lake settings, or a root
+    (a local path, or an ``s3://`` URI read with the default AWS options).
+    """
+    data = _as_storage(lake).read(_ledger_key(dataset, topic, partition))
+    return -1 if data is None else LedgerEntry.from_json(data).landed_through
+
+
+def _write_durably(storage: LakeStorage, path: str, data: bytes) -> None:
+    """The commit point: replace the ledger at ``path`` atomically (durably, on a local lake with fsync)."""
+    storage.write_atomic(path, data)
 
 
 class LakeSink(Sink):
-    """Lands batches as Parquet files under ``root`` (see the module docstring for the protocol).
+    """Lands batches as Parquet files under a lake root (see the module docstring for the protocol).
+
+    ``root`` is a local directory, an ``s3://bucket/prefix`` URI (default S3 options), or a
+    :class:`~app.sinks.lake_storage.LakeStorage`; :meth:`from_settings` builds the sink from
+    ``lake.*`` settings, S3 endpoint and credentials included.
 
     Thread-safety: writes for different (dataset, topic, partition) may run
     concurrently; writes for the same one must not (each agent lands its
@@ -144,33 +168,41 @@ class LakeSink(Sink):
 
     name = "lake"
 
-    def __init__(self, root: Path, compression: str = "snappy", fsync: bool = True) -> None:
-        self.root = Path(root)
+    def __init__(self, root: LakeStorage | Path | str, compression: str = "snappy", fsync: bool = True) -> None:
+        if isinstance(root, LakeStorage):
+            self.storage = root
+        elif is_s3_uri(root):
+            self.storage = open_lake_storage(LakeSettings(root=root, fsync=fsync))
+        else:
+            self.storage = LocalStorage(root, fsync)
+        self.root = self.storage.root if isinstance(self.storage, LocalStorage) else self.storage.uri
         self.compression = None if compression == "none" else compression
-        self.fsync = fsync
         self._ledgers: dict[tuple[str, str, int], LedgerEntry] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_settings(cls, settings: LakeSettings) -> LakeSink:
+        """The sink of the ``lake`` settings section (root, codec, fsync, S3 options)."""
+        return cls(open_lake_storage(settings), settings.compression, settings.fsync)
+
     async def start(self) -> None:
         try:
-            (self.root / CONTROL_DIR).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self.storage.initialize)
         except OSError as exc:
-            raise LakeSinkError(f"lake root {self.root} is not writable: {exc}") from exc
+            raise LakeSinkError(f"lake root {self.storage.uri} is not writable: {exc}") from exc
 
     async def probe(self) -> None:
         """Raise unless a small file can be written and removed under the lake root (readiness)."""
-
-        def touch() -> None:
-            probe = self.root / CONTROL_DIR / f".probe-{os.getpid()}"
-            probe.parent.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"ok")
-            probe.unlink()
-
-        await asyncio.to_thread(touch)
+        await asyncio.to_thread(self.storage.probe)
 
     async def write(self, batch: Batch) -> int:
         try:
-            return await asyncio.to_thread(self.write_sync, batch)
+            # Arrow conversion needs the GIL: do it here on the loop, briefly. The file and
+            # ledger I/O (C++ and syscalls, GIL released) goes to a thread.
+            prepared = self._prepare(batch)
+            if prepared is None:
+                return 0
+            return await asyncio.to_thread(self._commit, batch, *prepared)
         except OSError as exc:
             raise LakeSinkError(f"batch {batch.describe()} to {batch.feed.dataset}: {exc}") from exc
 
@@ -178,36 +210,58 @@ class LakeSink(Sink):
         """The highest offset this sink holds for the partition (-1: none). Recovers first if needed."""
         return self._ledger(dataset, topic, partition).landed_through
 
-    # -- the commit protocol, run in a worker thread -------------------------
+    # -- the commit protocol ---------------------------------------------------
 
     def write_sync(self, batch: Batch) -> int:
-        dataset = batch.feed.dataset
-        ledger = self._ledger(dataset, batch.topic, batch.partition)
+        """:meth:`write` without the event loop (tests, tools)."""
+        prepared = self._prepare(batch)
+        return 0 if prepared is None else self._commit(batch, *prepared)
+
+    def _prepare(self, batch: Batch) -> tuple[LedgerEntry, Batch, list[tuple[DayPartition, pa.Table]]] | None:
+        """The records not yet held, as one Arrow table per day; ``None`` if nothing is new."""
+        ledger = self._ledger(batch.feed.dataset, batch.topic, batch.partition)
         pending = batch.after(ledger.landed_through)
         if pending.last_offset <= ledger.landed_through:
-            return 0
-        staging = self._staging_dir(dataset, batch.topic, batch.partition)
-        moves: list[tuple[str, str]] = []
+            return None
+        days: list[tuple[DayPartition, pa.Table]] = []
         if pending.records:
             table = batch.feed.record_kind.to_table(
                 pending.records, [batch.partition] * len(pending.records), pending.offsets
             )
-            staging.mkdir(parents=True, exist_ok=True)
-            for day, rows in split_by_day(table):
+            days = split_by_day(table)
+        return ledger, pending, days
+
+    def _commit(self, batch: Batch, expected: LedgerEntry, pending: Batch, days: list[tuple[DayPartition, pa.Table]]) -> int:
+        """Stage the day files, write the ledger (the commit point), move the files into place."""
+        dataset, storage = batch.feed.dataset, self.storage
+        key = (dataset, batch.topic, batch.partition)
+        ledger_key = _ledger_key(*key)
+        # Fencing: if another worker advanced this partition since we read the ledger (a
+        # rebalance moved it away and back), our view is stale. Adopt the stored ledger and
+        # let the caller retry, which drops what the other worker already landed.
+        stored = storage.read(ledger_key)
+        current = LedgerEntry.from_json(stored) if stored is not None else LedgerEntry()
+        if current.landed_through != expected.landed_through:
+            self._ledgers[key] = current
+            raise LakeSinkError(
+                f"{batch.describe()}: ledger moved from {expected.landed_through} to "
+                f"{current.landed_through} (another worker owned the partition); retrying"
+            )
+        staging = _staging_key(*key)
+        moves: list[tuple[str, str]] = []
+        if days:
+            storage.makedirs(staging)
+            for day, rows in days:
                 start = pc.min(rows.column("_kafka_offset")).as_py()
                 name = f"{batch.topic}+{batch.partition}+{start:020d}.parquet"
-                staged = staging / (name + ".tmp")
-                final = self.root / dataset / day.path / name
-                with open(staged, "wb") as handle:
-                    pq.write_table(rows, handle, compression=self.compression)
-                    if self.fsync:
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                moves.append((str(staged.relative_to(self.root)), str(final.relative_to(self.root))))
+                staged = f"{staging}/{name}.tmp"
+                storage.write_parquet(staged, rows, self.compression)
+                moves.append((staged, f"{dataset}/{day.path}/{name}"))
+            storage.sync_directory(staging)  # the staged names survive a power loss too
         entry = LedgerEntry(pending.last_offset, tuple(moves))
-        _write_durably(self._ledger_path(dataset, batch.topic, batch.partition), entry.to_json(), self.fsync)
+        _write_durably(storage, ledger_key, entry.to_json())
         self._apply_moves(entry.moves)
-        self._ledgers[(dataset, batch.topic, batch.partition)] = entry
+        self._ledgers[key] = entry
         return len(pending.records)
 
     def _ledger(self, dataset: str, topic: str, partition: int) -> LedgerEntry:
@@ -221,30 +275,19 @@ class LakeSink(Sink):
 
     def _recover(self, dataset: str, topic: str, partition: int) -> LedgerEntry:
         """Finish the last committed batch's moves and drop uncommitted staged files."""
-        path = self._ledger_path(dataset, topic, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = LedgerEntry.from_json(path.read_bytes()) if path.exists() else LedgerEntry()
+        path = _ledger_key(dataset, topic, partition)
+        self.storage.makedirs(path.rpartition("/")[0])
+        data = self.storage.read(path)
+        entry = LedgerEntry.from_json(data) if data is not None else LedgerEntry()
         self._apply_moves(entry.moves)
-        staging = self._staging_dir(dataset, topic, partition)
-        if staging.exists():
-            for leftover in staging.iterdir():
-                logger.info("lake: dropping uncommitted staged file %s", leftover)
-                leftover.unlink()
+        for leftover in self.storage.list_files(_staging_key(dataset, topic, partition)):
+            logger.info("lake: dropping uncommitted staged file %s", leftover)
+            self.storage.delete(leftover)
         if entry.landed_through >= 0:
             logger.info("lake: %s %s[%d] holds offsets through %d", dataset, topic, partition, entry.landed_through)
         return entry
 
     def _apply_moves(self, moves: tuple[tuple[str, str], ...]) -> None:
-        # No directory fsync here: a rename lost to a power failure leaves the staged file in
-        # place, and recovery replays the moves the (durable) ledger lists.
+        # Each move is idempotent (a missing source means it was done): recovery replays them all.
         for staged, final in moves:
-            source, target = self.root / staged, self.root / final
-            if source.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, target)
-
-    def _ledger_path(self, dataset: str, topic: str, partition: int) -> Path:
-        return ledger_path(self.root, dataset, topic, partition)
-
-    def _staging_dir(self, dataset: str, topic: str, partition: int) -> Path:
-        return self.root / CONTROL_DIR / "staging" / dataset / topic / str(partition)
+            self.storage.move(staged, final)

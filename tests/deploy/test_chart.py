@@ -291,7 +291,23 @@ def test_s3_lake_mounts_no_volume_and_passes_the_uri():
     resources = render("--set", "lake.s3.uri=s3://bucket/lake")
     assert not [name for kind, name in resources if kind == "PersistentVolumeClaim"]
     assert "lake" not in {v["name"] for v in pod_spec(resources)["volumes"]}
-    assert env(resources)["TXLAKE_LAKE__S3_URI"] == "s3://bucket/lake"
+    variables = env(resources)
+    assert variables["TXLAKE_LAKE__ROOT"] == "s3://bucket/lake"
+    assert "TXLAKE_LAKE__S3_ENDPOINT_URL" not in variables and "TXLAKE_LAKE__S3_REGION" not in variables
+    names = [e["name"] for e in container(resources)["env"]]
+    assert len(names) == len(set(names))
+
+
+def test_s3_lake_endpoint_and_region():
+    resources = render(
+        "--set", "lake.s3.uri=s3://bucket/lake",
+        "--set", "lake.s3.endpointUrl=http://minio.minio:9000",
+        "--set", "lake.s3.region=eu-west-1",
+    )
+    variables = env(resources)
+    assert variables["TXLAKE_LAKE__ROOT"] == "s3://bucket/lake"
+    assert variables["TXLAKE_LAKE__S3_ENDPOINT_URL"] == "http://minio.minio:9000"
+    assert variables["TXLAKE_LAKE__S3_REGION"] == "eu-west-1"
 
 
 def test_a_lake_is_required():
