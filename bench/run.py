@@ -38,6 +38,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from app.sql_scripts import WAREHOUSE_SCRIPTS, read_sql
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -46,8 +48,6 @@ KAFKA_LOG4J = REPO / "scripts" / "infra" / "kafka" / "log4j2.properties"
 KAFKA_PID_FILE = REPO / ".infra" / "kafka" / "kafka.pid"
 MARIADB_PID_FILE = REPO / ".infra" / "mariadb" / "mariadbd.pid"
 MYSQL_SOCKET = REPO / ".infra" / "mariadb" / "mysqld.sock"
-SQL_DIR = REPO / "sql"
-WAREHOUSE_SCRIPTS = ("02_create_dimension_tables.sql", "03_create_fact_tables.sql")
 APP_USER_HOSTS = ("127.0.0.1", "localhost")
 README = REPO / "README.md"
 LATEST = BENCH_DIR / "LATEST.md"
@@ -123,26 +123,6 @@ def new_run(rotate_interval_ms: int) -> Run:
 # ------------------------------------------------------------------------------------- MySQL
 
 
-def split_sql(text: str) -> list[str]:
-    """Statements of a script in sql/ (full-line ``--`` comments, ``;`` at a line end; as the tests)."""
-    statements: list[str] = []
-    current: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("--"):
-            continue
-        current.append(line)
-        if stripped.endswith(";"):
-            statement = "\n".join(current).strip().rstrip(";").strip()
-            if statement:
-                statements.append(statement)
-            current = []
-    tail = "\n".join(current).strip()
-    if tail:
-        statements.append(tail)
-    return statements
-
-
 async def _root_connection():
     import aiomysql
 
@@ -157,7 +137,7 @@ async def create_database(database: str, app_user: str) -> str:
             await cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             await cur.execute(f"USE `{database}`")
             for script in WAREHOUSE_SCRIPTS:
-                for statement in split_sql((SQL_DIR / script).read_text("utf-8")):
+                for statement in read_sql(script):
                     await cur.execute(statement)
             for host in APP_USER_HOSTS:
                 await cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{database}`.* TO %s@%s", (app_user, host))

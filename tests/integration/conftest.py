@@ -27,7 +27,6 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SQL_DIR = REPO_ROOT / "sql"
 MYSQL_SOCKET = REPO_ROOT / ".infra" / "mariadb" / "mysqld.sock"
 START_HINT = "start the local services first: bash scripts/infra/up.sh"
 
@@ -37,40 +36,7 @@ MYSQL_PORT = int(os.environ.get("TXLAKE_MYSQL__PORT", "3307"))
 MYSQL_APP_USER = os.environ.get("TXLAKE_MYSQL__USER", "txlake")
 MYSQL_APP_PASSWORD = os.environ.get("TXLAKE_MYSQL__PASSWORD", "txlake-local")
 
-# Schema scripts applied to every per-test database (they never name a database).
-WAREHOUSE_SCRIPTS = ("02_create_dimension_tables.sql", "03_create_fact_tables.sql")
-
-
-# --------------------------------------------------------------------------------------------- SQL
-
-
-def split_sql(text: str) -> list[str]:
-    """Split a schema/query script into statements.
-
-    Convention of the files in sql/: full-line ``--`` comments, and every statement ends with ``;``
-    at the end of a line (no ``;`` inside string literals at a line end, no DELIMITER blocks).
-    """
-    statements: list[str] = []
-    current: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("--"):
-            continue
-        current.append(line)
-        if stripped.endswith(";"):
-            statement = "\n".join(current).strip().rstrip(";").strip()
-            if statement:
-                statements.append(statement)
-            current = []
-    tail = "\n".join(current).strip()
-    if tail:
-        statements.append(tail)
-    return statements
-
-
-def read_sql(name: str) -> list[str]:
-    """Statements of ``sql/<name>``."""
-    return split_sql((SQL_DIR / name).read_text(encoding="utf-8"))
+from app.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql, split_sql  # noqa: E402,F401 - re-exported for the tests
 
 
 def _quote_ident(name: str) -> str:
