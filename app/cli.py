@@ -35,7 +35,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # thousands of short-lived records and the default thresholds run the collector constantly.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(10_000, 10, 10)
     worker = faust.Worker(
         app, loglevel=settings.log_level, logging_config=logging_config(settings.log_format, settings.log_level)
     )

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app import metrics
+from app.fetcher import StreamFetcher
 from app.landing import FeedLanding
 from app.settings import Settings
 from app.sinks.lake import LakeSink
@@ -47,8 +48,10 @@ class Health:
         landings: Sequence[FeedLanding],
         lake: LakeSink,
         warehouse: WarehouseSink | None,
+        fetcher: StreamFetcher | None = None,
     ) -> None:
         self.app = app
+        self.fetcher = fetcher
         self.settings = settings
         self.landings = {landing.feed.topic: landing for landing in landings}
         self.lake = lake
@@ -62,10 +65,8 @@ class Health:
     # -- consumer lag ------------------------------------------------------------------------
 
     def assignment(self) -> set[TopicPartition]:
-        try:
-            return {TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
-        except Exception:  # ConsumerNotStarted before the first assignment
-            return set()
+        """The stream partitions this worker owns now."""
+        return self.fetcher.assignment() if self.fetcher is not None else set()
 
     async def refresh_lag(self) -> None:
         """Lag = end offset − committed offset, for the partitions assigned to this worker."""
@@ -124,7 +125,7 @@ class Health:
         checks: dict[str, str] = {}
         assigned = self.assignment()
         checks["partitions"] = f"{len(assigned)} assigned" if assigned else "none assigned"
-        checks["rebalancing"] = "yes" if getattr(self.app, "rebalancing", False) else "no"
+        checks["rebalancing"] = "yes" if self.fetcher is not None and self.fetcher.rebalancing else "no"
         fresh = self.lag_refreshed_at is not None and (
             time.monotonic() - self.lag_refreshed_at < 3 * self.settings.health.lag_interval_s
         )

@@ -12,6 +12,7 @@ __all__ = [
     "BATCH_RECORDS",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
+    "DEAD_LETTER_TOPIC_RECORDS",
     "LEDGER_POSITION",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
@@ -45,4 +46,9 @@ CONSUMER_LAG = Gauge(
     "txlake_consumer_lag_records",
     "End offset minus committed offset, for the partitions assigned to this worker.",
     ["topic", "partition"],
+)
+DEAD_LETTER_TOPIC_RECORDS = Counter(
+    "txlake_dead_letter_topic_records_total",
+    "Records read from the dead-letter topic by this worker's share of it, by source topic and reason.",
+    ["source_topic", "reason"],
 )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from agents.streams import register_stream_agent
+from agents.dead_letters import register_dead_letter_monitor
+from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from app.dead_letters import DeadLetterPublisher
 from app.feeds import Feed, load_feeds
+from app.fetcher import FetchedBatch, StreamFetcher
 from app.health import Health
 from app.landing import FeedLanding
 from app.retry import Backoff
@@ -34,8 +38,10 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
     feeds = feeds if feeds is not None else load_feeds(settings)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
+    # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic;
+    # the stream feeds are fetched in whole batches by the StreamFetcher in group "<group_id>".
     app = faust.App(
-        settings.kafka.group_id,
+        f"{settings.kafka.group_id}-control",
         broker=_broker_urls(settings.kafka.bootstrap_servers),
         value_serializer="raw",
         key_serializer="raw",
@@ -50,7 +56,6 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
         producer_acks=-1,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        stream_buffer_maxsize=max(4096, 10 * settings.batching.flush_size),
     )
     if settings.web.faust_sensors:
         setup_prometheus_sensors(app, name_prefix="faust")
@@ -62,18 +67,45 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
     uses_warehouse = any(feed.warehouse for feed in feeds)
-    landings = []
+    landings, agents = [], {}
     for feed in feeds:
         sinks: list[Sink] = [lake, warehouse] if feed.warehouse else [lake]
         landing = FeedLanding(feed, sinks, dead_letters, backoff)
-        register_stream_agent(app, feed, landing, settings.batching)
+        agents[feed.topic] = register_stream_agent(app, feed, landing)
         landings.append(landing)
+    register_dead_letter_monitor(app, settings.dead_letter_topic)
 
-    health = Health(app, settings, landings, lake, warehouse if uses_warehouse else None)
+    async def deliver(batch: FetchedBatch) -> None:
+        await agents[batch.feed.topic].send(value=batch)
+
+    async def held_through(feed: Feed, partition: int) -> int:
+        """What every sink of the feed holds for the partition: the lowest ledger position."""
+        lake.forget(feed.dataset, feed.topic, partition)  # another worker may have moved it on
+        positions = [await asyncio.to_thread(lake.landed_through, feed.dataset, feed.topic, partition)]
+        if feed.warehouse:
+            positions.append(await warehouse.landed_through(feed.name, feed.topic, partition))
+        return min(positions)
+
+    fetcher = StreamFetcher(settings, feeds, deliver, held_through)
+
+    @app.task
+    async def _fetch_streams() -> None:
+        try:
+            await fetcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Without its fetcher the worker lands nothing: exit, and let the restart retry.
+            logger.critical("stream fetcher failed, exiting", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
+
+    health = Health(app, settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
     _mount_health(app, health)
 
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
+        fetcher.stop()
         await health.close()
         await warehouse.stop()
 

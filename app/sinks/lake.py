@@ -206,6 +206,10 @@ class LakeSink(Sink):
         except OSError as exc:
             raise LakeSinkError(f"batch {batch.describe()} to {batch.feed.dataset}: {exc}") from exc
 
+    def forget(self, dataset: str, topic: str, partition: int) -> None:
+        """Drop the cached ledger: the next use reads (and recovers) it from the lake again."""
+        self._ledgers.pop((dataset, topic, partition), None)
+
     def landed_through(self, dataset: str, topic: str, partition: int) -> int:
         """The highest offset this sink holds for the partition (-1: none). Recovers first if needed."""
         return self._ledger(dataset, topic, partition).landed_through
@@ -290,4 +294,6 @@ class LakeSink(Sink):
     def _apply_moves(self, moves: tuple[tuple[str, str], ...]) -> None:
         # Each move is idempotent (a missing source means it was done): recovery replays them all.
         for staged, final in moves:
-            self.storage.move(staged, final)
+            if not self.storage.move(staged, final) and not self.storage.exists(final):
+                # Committed in the ledger, yet neither staged nor final: someone deleted it.
+                logger.error("lake: committed file %s is missing (staged %s gone too)", final, staged)

@@ -81,6 +81,10 @@ class LakeStorage(abc.ABC):
         """Replace ``path`` with ``data`` so that a reader sees the old or the new bytes, never a mix."""
 
     @abc.abstractmethod
+    def exists(self, path: str) -> bool:
+        """Whether a file is at ``path``."""
+
+    @abc.abstractmethod
     def read(self, path: str) -> bytes | None:
         """The bytes at ``path``; ``None`` if there is nothing there."""
 
@@ -166,6 +170,9 @@ class LocalStorage(LakeStorage):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
 
+    def exists(self, path: str) -> bool:
+        return (self.root / path).exists()
+
     def read(self, path: str) -> bytes | None:
         try:
             return (self.root / path).read_bytes()
@@ -233,6 +240,11 @@ class ObjectStorage(LakeStorage):
         # One upload: S3 makes the object visible only once it is complete (PUT is atomic).
         with self.filesystem.open_output_stream(self.key(path)) as stream:
             stream.write(data)
+
+    def exists(self, path: str) -> bool:
+        from pyarrow import fs as pafs
+
+        return self.filesystem.get_file_info(self.key(path)).type != pafs.FileType.NotFound
 
     def read(self, path: str) -> bytes | None:
         try:

@@ -7,6 +7,8 @@ bucket and lands under ``s3://<bucket>/lake``. Kafka and MariaDB are not needed.
 
 from __future__ import annotations
 
+import asyncio
+
 import socket
 import subprocess
 import sys
@@ -317,12 +319,18 @@ async def test_the_worker_lands_the_streams_in_an_s3_lake(lake, tmp_path, wareho
             ("transaction_stream", len(produced)),
             ("transaction_flattened", sum(len(flatten(tx)) for tx in produced)),
         ]:
-            dataset = ds.dataset(
-                storage.key(deployment.feed(feed_name).dataset),
-                filesystem=storage.filesystem,
-                format="parquet",
-                partitioning="hive",
-            ).to_table()
+            # The ledger (what progress reads) commits a batch before its objects are copied
+            # into place; give the last copies a moment, then require the exact rows.
+            for _ in range(60):
+                dataset = ds.dataset(
+                    storage.key(deployment.feed(feed_name).dataset),
+                    filesystem=storage.filesystem,
+                    format="parquet",
+                    partitioning="hive",
+                ).to_table()
+                if dataset.num_rows >= expected:
+                    break
+                await asyncio.sleep(0.5)
             positions = set(zip(dataset.column("_kafka_partition").to_pylist(), dataset.column("_kafka_offset").to_pylist()))
             assert dataset.num_rows == len(positions) == expected, feed_name
         assert not [key for key in _objects(lake, "streams") if key.endswith(".tmp")]
