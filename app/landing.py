@@ -66,16 +66,22 @@ class FeedLanding:
         self.dead_letters = dead_letters
         self.backoff = backoff
         self._model = feed.record_kind.model
-        self.busy = False  # landing a batch right now (retries included)
+        self._active = 0  # batches landing right now (retries included)
         self.last_batch_at: float | None = None  # time.monotonic() of the last batch taken
 
     async def land(self, messages: Sequence[RawMessage]) -> None:
         """Land ``messages`` (any partitions, offset order within each). See the module docstring."""
-        self.busy, self.last_batch_at = True, time.monotonic()
+        self._active += 1
+        self.last_batch_at = time.monotonic()
         try:
             await self._land(messages)
         finally:
-            self.busy = False
+            self._active -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is landing right now (retries included)."""
+        return self._active > 0
 
     async def _land(self, messages: Sequence[RawMessage]) -> None:
         by_partition: dict[int, list[RawMessage]] = defaultdict(list)
