@@ -43,7 +43,7 @@ __all__ = ["FetchedBatch", "StreamFetcher"]
 
 logger = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT = 8  # batches per feed handed to its agent and not yet landed
+MAX_IN_FLIGHT = 16  # batches per feed handed to its agent and not yet landed
 POLL_TIMEOUT_MS = 20  # short: a landed batch frees a paused feed within a poll
 
 
