@@ -53,6 +53,7 @@ import json
 import logging
 import os  # noqa: F401 - os.replace is what a local move calls (tests patch it here)
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,8 +146,27 @@ def read_landed_through(lake: LakeStorage | LakeSettings | Path | str, dataset: 
     ``lake`` is a storage (cheapest when reading many ledgers), the lake settings, or a root
     (a local path, or an ``s3://`` URI read with the default AWS options).
     """
-    data = _as_storage(lake).read(_ledger_key(dataset, topic, partition))
-    return -1 if data is None else LedgerEntry.from_json(data).landed_through
+    return _read_ledger(_as_storage(lake), _ledger_key(dataset, topic, partition)).landed_through
+
+
+def _read_ledger(storage: LakeStorage, key: str, attempts: int = 5) -> LedgerEntry:
+    """The ledger at ``key`` (empty if none).
+
+    A reader racing the writer can see a torn object on S3: an object store serves a large
+    read as several ranged GETs, and the ledger may be replaced between two of them. A torn
+    ledger does not parse; read it again.
+    """
+    for attempt in range(attempts):
+        data = storage.read(key)
+        if data is None:
+            return LedgerEntry()
+        try:
+            return LedgerEntry.from_json(data)
+        except ValueError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _write_durably(storage: LakeStorage, path: str, data: bytes) -> None:
@@ -243,8 +263,7 @@ class LakeSink(Sink):
         # Fencing: if another worker advanced this partition since we read the ledger (a
         # rebalance moved it away and back), our view is stale. Adopt the stored ledger and
         # let the caller retry, which drops what the other worker already landed.
-        stored = storage.read(ledger_key)
-        current = LedgerEntry.from_json(stored) if stored is not None else LedgerEntry()
+        current = _read_ledger(storage, ledger_key)
         if current.landed_through != expected.landed_through:
             self._ledgers[key] = current
             raise LakeSinkError(
@@ -281,8 +300,7 @@ class LakeSink(Sink):
         """Finish the last committed batch's moves and drop uncommitted staged files."""
         path = _ledger_key(dataset, topic, partition)
         self.storage.makedirs(path.rpartition("/")[0])
-        data = self.storage.read(path)
-        entry = LedgerEntry.from_json(data) if data is not None else LedgerEntry()
+        entry = _read_ledger(self.storage, path)
         self._apply_moves(entry.moves)
         for leftover in self.storage.list_files(_staging_key(dataset, topic, partition)):
             logger.info("lake: dropping uncommitted staged file %s", leftover)
