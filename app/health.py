@@ -43,14 +43,12 @@ class Health:
 
     def __init__(
         self,
-        app: Any,
         settings: Settings,
         landings: Sequence[FeedLanding],
         lake: LakeSink,
         warehouse: WarehouseSink | None,
         fetcher: StreamFetcher | None = None,
     ) -> None:
-        self.app = app
         self.fetcher = fetcher
         self.settings = settings
         self.landings = {landing.feed.topic: landing for landing in landings}

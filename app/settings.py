@@ -63,7 +63,7 @@ class KafkaSettings(_Section):
         description="Consumer group id, also the Faust app id. Workers with the same id share the partitions.",
     )
     commit_interval_ms: int = Field(
-        2800, ge=100, description="How often acked offsets are committed to Kafka (Faust's broker_commit_interval)."
+        2800, ge=100, description="How often the offsets of landed batches are committed to Kafka."
     )
     session_timeout_ms: int = Field(
         30_000,

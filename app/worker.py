@@ -100,7 +100,7 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
             logging.shutdown()
             os._exit(EXIT_UNEXPECTED)
 
-    health = Health(app, settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
+    health = Health(settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
     _mount_health(app, health)
 
     @app.on_before_shutdown.connect

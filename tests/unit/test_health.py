@@ -13,7 +13,7 @@ from app.settings import Settings
 
 def _health(landing) -> Health:
     settings = Settings(health={"stall_timeout_s": 10})
-    health = Health(app=SimpleNamespace(), settings=settings, landings=[], lake=None, warehouse=None)
+    health = Health(settings=settings, landings=[], lake=None, warehouse=None)
     health.landings = {"tx": landing}
     return health
 
