@@ -234,12 +234,19 @@ class StreamFetcher(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         assert self.consumer is not None
-        # Reading the sinks' positions recovers their ledgers (a lake recovery drops staged
-        # files it does not know): nothing of ours may be landing meanwhile.
-        waiting = [b.landed for q in self._in_flight.values() for b in q]
-        if waiting:
-            await asyncio.wait(waiting)
+        # Reading the sinks' positions recovers their ledgers, and a lake recovery drops the
+        # staged files it does not know: never for a partition with a batch of ours still
+        # landing. Such a partition came straight back to us; its records are filtered by
+        # position, and the sinks skip whatever another owner landed meanwhile.
+        landing = {
+            TopicPartition(batch.feed.topic, partition)
+            for queue in self._in_flight.values()
+            for batch in queue
+            for partition in batch.last_offsets()
+        }
         for tp in assigned:
+            if tp in landing:
+                continue
             feed = self.feeds[tp.topic]
             try:
                 held = await self.held_through(feed, tp.partition)
