@@ -15,6 +15,7 @@ so the tests must run as the OS user root, like the scripts).
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import concurrent.futures
 import os
 import uuid
@@ -36,7 +37,7 @@ MYSQL_PORT = int(os.environ.get("TXLAKE_MYSQL__PORT", "3307"))
 MYSQL_APP_USER = os.environ.get("TXLAKE_MYSQL__USER", "txlake")
 MYSQL_APP_PASSWORD = os.environ.get("TXLAKE_MYSQL__PASSWORD", "txlake-local")
 
-from app.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql, split_sql  # noqa: E402,F401 - re-exported for the tests
+from app.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql  # noqa: F401 - SQL_DIR re-exported for test_schema
 
 
 def _quote_ident(name: str) -> str:
@@ -244,3 +245,31 @@ async def warehouse_conn(warehouse_db: WarehouseDB) -> AsyncIterator[aiomysql.Co
         yield conn
     finally:
         await conn.ensure_closed()
+
+
+# ---------------------------------------------------------------------------------- Deployments
+
+
+@pytest.fixture
+async def deploy(tmp_path: Path, warehouse_db: WarehouseDB) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Factory: ``await deploy(partitions=2, **env)`` -> an isolated txlake deployment.
+
+    Each deployment has its own topics, consumer group, lake and worker state in this test's
+    ``tmp_path`` and the test's warehouse database. At teardown MariaDB is started again (a
+    test may have stopped it), every worker is stopped and the topics are deleted.
+    """
+    from tests.integration.harness import delete_deployment_topics, make_deployment
+
+    made = []
+
+    async def make(partitions: int = 2, **env: str) -> Any:
+        deployment = await make_deployment(tmp_path, warehouse_db, partitions, **env)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "start"], check=True, capture_output=True)
+    for deployment in made:
+        for worker in deployment.workers:
+            worker.stop()
+        await delete_deployment_topics(deployment)

@@ -12,11 +12,9 @@ from app.loadgen import generate
 from app.progress import feed_progress, wait_until_landed
 from models.derive import flatten
 from tests.integration.harness import (
-    delete_deployment_topics,
     expected_days,
     fetch_all,
     latest_per_key,
-    make_deployment,
     naive_utc,
     produce_demo,
     read_lake,
@@ -29,18 +27,6 @@ NOW = datetime(2026, 11, 25, 18, 30, tzinfo=UTC)
 SEED = 11
 COUNT = 30_000
 KILLS = 4
-
-
-@pytest.fixture
-async def deployment(tmp_path, warehouse_db):
-    # Small batches: many commit points for the kills to land between.
-    deployment = await make_deployment(
-        tmp_path, warehouse_db, partitions=3, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200"
-    )
-    yield deployment
-    for worker in deployment.workers:
-        worker.stop()
-    await delete_deployment_topics(deployment)
 
 
 async def _landed_total(deployment) -> int:
@@ -56,7 +42,9 @@ async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float =
     raise AssertionError(f"the worker landed nothing in {timeout_s}s:\n{worker.log()[-3000:]}")
 
 
-async def test_sigkill_during_load_lands_every_event_exactly_once(deployment, warehouse_db):
+async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, warehouse_db):
+    # Small batches: many commit points for the kills to land between.
+    deployment = await deploy(3, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
     rng = random.Random(2026)
     producing = asyncio.create_task(produce_demo(deployment, COUNT, seed=SEED, now=NOW, rate=4000))
     worker = deployment.worker().start()

@@ -13,10 +13,8 @@ from app.loadgen import generate
 from app.progress import feed_progress, wait_until_landed
 from tests.integration.harness import (
     REPO_ROOT,
-    delete_deployment_topics,
     fetch_all,
     latest_per_key,
-    make_deployment,
     produce_demo,
     read_lake,
 )
@@ -30,16 +28,6 @@ def _mariadb(action: str) -> None:
     subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), action], check=True, capture_output=True)
 
 
-@pytest.fixture
-async def deployment(tmp_path, warehouse_db):
-    deployment = await make_deployment(tmp_path, warehouse_db)
-    yield deployment
-    _mariadb("start")  # whatever happened, leave the server up for the next test
-    for worker in deployment.workers:
-        worker.stop()
-    await delete_deployment_topics(deployment)
-
-
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -48,7 +36,8 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-async def test_mariadb_restart_mid_load_is_retried_and_nothing_is_lost(deployment, warehouse_db):
+async def test_mariadb_restart_mid_load_is_retried_and_nothing_is_lost(deploy, warehouse_db):
+    deployment = await deploy()
     worker = deployment.worker().start()
     first = await produce_demo(deployment, 2000, seed=21, now=NOW)
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=120)

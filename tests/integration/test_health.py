@@ -11,21 +11,11 @@ import httpx
 import pytest
 
 from app.progress import wait_until_landed
-from tests.integration.harness import REPO_ROOT, delete_deployment_topics, make_deployment, produce_demo
+from tests.integration.harness import REPO_ROOT, produce_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def deployment(tmp_path, warehouse_db):
-    deployment = await make_deployment(tmp_path, warehouse_db, TXLAKE_HEALTH__LAG_INTERVAL_S="1")
-    yield deployment
-    subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "start"], check=True, capture_output=True)
-    for worker in deployment.workers:
-        worker.stop()
-    await delete_deployment_topics(deployment)
 
 
 async def _get(client: httpx.AsyncClient, deployment, path: str) -> httpx.Response:
@@ -50,7 +40,8 @@ def _samples(text: str, name: str) -> dict[str, float]:
     return found
 
 
-async def test_probes_and_metrics_of_a_running_worker(deployment):
+async def test_probes_and_metrics_of_a_running_worker(deploy):
+    deployment = await deploy(TXLAKE_HEALTH__LAG_INTERVAL_S="1")
     worker = deployment.worker().start()
     await produce_demo(deployment, 1500, seed=31, now=NOW)
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=120)

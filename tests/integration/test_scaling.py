@@ -11,11 +11,9 @@ import pytest
 from app.loadgen import generate
 from app.progress import wait_until_landed
 from tests.integration.harness import (
-    delete_deployment_topics,
     fetch_all,
     free_port,
     latest_per_key,
-    make_deployment,
     produce_demo,
     read_lake,
 )
@@ -24,15 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 COUNT = 12_000
-
-
-@pytest.fixture
-async def deployment(tmp_path, warehouse_db):
-    deployment = await make_deployment(tmp_path, warehouse_db, partitions=4, TXLAKE_HEALTH__LAG_INTERVAL_S="1")
-    yield deployment
-    for worker in deployment.workers:
-        worker.stop()
-    await delete_deployment_topics(deployment)
 
 
 async def _assigned(port: int) -> int | None:
@@ -45,7 +34,8 @@ async def _assigned(port: int) -> int | None:
     return int(text.split()[0]) if text[0].isdigit() else 0
 
 
-async def test_two_workers_split_the_partitions_and_one_takes_over(deployment, warehouse_db):
+async def test_two_workers_split_the_partitions_and_one_takes_over(deploy, warehouse_db):
+    deployment = await deploy(4, TXLAKE_HEALTH__LAG_INTERVAL_S="1")
     ports = [free_port(), free_port()]
     first = deployment.worker(TXLAKE_WEB__PORT=str(ports[0])).start()
     second = deployment.worker(TXLAKE_WEB__PORT=str(ports[1])).start()

@@ -14,11 +14,9 @@ from app.progress import wait_until_landed
 from app.report import lake_glob
 from models.derive import blacklisted, flatten
 from tests.integration.harness import (
-    delete_deployment_topics,
     expected_days,
     fetch_all,
     latest_per_key,
-    make_deployment,
     naive_utc,
     produce_demo,
     read_lake,
@@ -37,15 +35,6 @@ POISON = [
     (b"bad-record", b'{"TRANSACTION_ID": "TX-2", "AMOUNT": "12.5"}', "invalid_record"),
     (b"tombstone", None, "invalid_record"),
 ]
-
-
-@pytest.fixture
-async def deployment(tmp_path, warehouse_db):
-    deployment = await make_deployment(tmp_path, warehouse_db)
-    yield deployment
-    for worker in deployment.workers:
-        worker.stop()
-    await delete_deployment_topics(deployment)
 
 
 async def _send_poison(deployment, topic: str) -> None:
@@ -79,7 +68,8 @@ async def _dead_letters(deployment, expected: int) -> list:
     return letters
 
 
-async def test_streams_land_exactly_with_dead_letters_and_dimensions(deployment, warehouse_db):
+async def test_streams_land_exactly_with_dead_letters_and_dimensions(deploy, warehouse_db):
+    deployment = await deploy()
     transactions_topic = deployment.feed("transaction_stream").topic
     # Garbage first, in the middle of partition 0: the rest must land around it.
     await _send_poison(deployment, transactions_topic)
