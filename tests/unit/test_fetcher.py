@@ -1,0 +1,121 @@
+"""The stream fetcher's batching and bookkeeping, driven by a scripted consumer.
+
+The real broker path (group membership, rebalances, commits) is covered by the integration
+tests; here the consumer is a stand-in that returns scripted ``getmany()`` results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import namedtuple
+
+from aiokafka import TopicPartition
+
+from app.feeds import Feed
+from app.fetcher import StreamFetcher
+from app.settings import Settings
+
+FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
+Record = namedtuple("Record", "offset key value")
+P0, P1 = TopicPartition("tx", 0), TopicPartition("tx", 1)
+
+
+class ScriptedConsumer:
+    """Returns one scripted getmany() result per call, then stops the fetcher."""
+
+    def __init__(self, fetcher: StreamFetcher, script: list[dict]) -> None:
+        self.fetcher, self.script = fetcher, list(script)
+        self.paused_partitions: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return {P0, P1}
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_partitions)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused_partitions |= set(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_partitions -= set(partitions)
+
+    pause_s = 0.0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        await asyncio.sleep(self.pause_s)
+        if not self.script:
+            self.fetcher.stop()
+            return {}
+        return self.script.pop(0)
+
+
+def _records(first: int, last: int) -> list[Record]:
+    return [Record(offset, None, b"{}") for offset in range(first, last + 1)]
+
+
+async def _run(script: list[dict], flush_size: int = 3, rotate_ms: int = 60_000, land: bool = True, pause_s: float = 0):
+    delivered = []
+
+    async def deliver(batch):
+        delivered.append(batch)
+        if land:
+            batch.landed.set_result(None)
+
+    async def held_through(feed, partition):
+        return -1
+
+    settings = Settings(batching={"flush_size": flush_size, "rotate_interval_ms": rotate_ms})
+    fetcher = StreamFetcher(settings, [FEED], deliver, held_through)
+    fetcher.consumer = ScriptedConsumer(fetcher, script)
+    fetcher.consumer.pause_s = pause_s
+    fetcher._assigned = {P0, P1}
+    await fetcher._fetch(flush_size, rotate_ms / 1000)
+    await asyncio.sleep(0)
+    return fetcher, delivered
+
+
+def _offsets(batch) -> list[tuple[int, int]]:
+    return [(m.partition, m.offset) for m in batch.messages]
+
+
+async def test_chunks_are_flush_size_per_partition_and_offsets_never_repeat():
+    # The second poll repeats offsets 1..2 of partition 0, as after a seek in a rebalance.
+    fetcher, delivered = await _run([{P0: _records(0, 3), P1: _records(0, 1)}, {P0: _records(1, 6)}])
+    chunks = [_offsets(batch) for batch in delivered]
+    assert chunks == [[(0, 0), (0, 1), (0, 2)], [(0, 3), (0, 4), (0, 5)]]
+    assert fetcher._pending[P0][0].offset == 6 and len(fetcher._pending[P1]) == 2
+    assert fetcher._landed == {P0: 6}
+
+
+async def test_a_chunk_that_waited_the_rotate_interval_is_handed_over():
+    fetcher, delivered = await _run([{P1: _records(0, 1)}, {}], flush_size=100, rotate_ms=10, pause_s=0.02)
+    assert [_offsets(batch) for batch in delivered] == [[(1, 0), (1, 1)]]
+    assert fetcher._landed == {P1: 2}
+
+
+async def test_a_feed_with_too_many_batches_in_flight_is_paused():
+    from app.fetcher import MAX_IN_FLIGHT
+
+    script = [{P0: _records(i * 3, i * 3 + 2)} for i in range(MAX_IN_FLIGHT + 1)]
+    fetcher, delivered = await _run(script, land=False)
+    assert len(delivered) == MAX_IN_FLIGHT + 1
+    fetcher._apply_backpressure()
+    assert fetcher.consumer.paused() == {P0, P1}
+    for batch in delivered:
+        batch.landed.set_result(None)
+    await asyncio.sleep(0)
+    fetcher._apply_backpressure()
+    assert fetcher.consumer.paused() == set()
+    assert fetcher._landed == {P0: 3 * (MAX_IN_FLIGHT + 1)}
+
+
+async def test_revocation_drops_what_was_buffered_for_the_lost_partitions():
+    fetcher, _ = await _run([{P0: _records(0, 1), P1: _records(0, 1)}], flush_size=10)
+
+    async def no_commit(*_args, **_kwargs):
+        return None
+
+    fetcher._commit = no_commit
+    await fetcher.on_partitions_revoked({P1})
+    assert P1 not in fetcher._pending and len(fetcher._pending[P0]) == 2
+    assert fetcher.assignment() == {P0} and fetcher.rebalancing
