@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os  # noqa: F401 - os.replace is what a local move calls (tests patch it here)
 import threading
 import time
 from dataclasses import dataclass

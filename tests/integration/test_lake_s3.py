@@ -289,52 +289,45 @@ async def test_the_report_summarizes_transactions_over_s3(lake, records):
         assert str(currency) in summary
 
 
-async def test_the_worker_lands_the_streams_in_an_s3_lake(lake, tmp_path, warehouse_db):
+async def test_the_worker_lands_the_streams_in_an_s3_lake(lake, deploy):
     """The real worker process with ``TXLAKE_LAKE__ROOT=s3://…``: every stream lands exactly once."""
     from datetime import UTC, datetime
 
     from app.loadgen import generate
     from app.progress import wait_until_landed
     from models.derive import flatten
-    from tests.integration.harness import delete_deployment_topics, make_deployment, produce_demo
+    from tests.integration.harness import produce_demo
 
     now = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
-    deployment = await make_deployment(
-        tmp_path,
-        warehouse_db,
+    deployment = await deploy(
         TXLAKE_LAKE__ROOT=str(lake.root),
         TXLAKE_LAKE__S3_ENDPOINT_URL=lake.s3_endpoint_url,
         TXLAKE_LAKE__S3_REGION=lake.s3_region,
         TXLAKE_LAKE__S3_ACCESS_KEY_ID=lake.s3_access_key_id,
         TXLAKE_LAKE__S3_SECRET_ACCESS_KEY=lake.s3_secret_access_key.get_secret_value(),
     )
-    try:
-        worker = deployment.worker().start()
-        await produce_demo(deployment, 1500, seed=51, now=now)
-        await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=120)
-        assert worker.alive(), worker.log()[-3000:]
-        storage = _storage(lake)
-        produced = list(generate(1500, seed=51, now=now))
-        for feed_name, expected in [
-            ("transaction_stream", len(produced)),
-            ("transaction_flattened", sum(len(flatten(tx)) for tx in produced)),
-        ]:
-            # The ledger (what progress reads) commits a batch before its objects are copied
-            # into place; give the last copies a moment, then require the exact rows.
-            for _ in range(60):
-                dataset = ds.dataset(
-                    storage.key(deployment.feed(feed_name).dataset),
-                    filesystem=storage.filesystem,
-                    format="parquet",
-                    partitioning="hive",
-                ).to_table()
-                if dataset.num_rows >= expected:
-                    break
-                await asyncio.sleep(0.5)
-            positions = set(zip(dataset.column("_kafka_partition").to_pylist(), dataset.column("_kafka_offset").to_pylist()))
-            assert dataset.num_rows == len(positions) == expected, feed_name
-        assert not [key for key in _objects(lake, "streams") if key.endswith(".tmp")]
-    finally:
-        for worker in deployment.workers:
-            worker.stop()
-        await delete_deployment_topics(deployment)
+    worker = deployment.worker().start()
+    await produce_demo(deployment, 1500, seed=51, now=now)
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=120)
+    assert worker.alive(), worker.log()[-3000:]
+    storage = _storage(lake)
+    produced = list(generate(1500, seed=51, now=now))
+    for feed_name, expected in [
+        ("transaction_stream", len(produced)),
+        ("transaction_flattened", sum(len(flatten(tx)) for tx in produced)),
+    ]:
+        # The ledger (what progress reads) commits a batch before its objects are copied
+        # into place; give the last copies a moment, then require the exact rows.
+        for _ in range(60):
+            dataset = ds.dataset(
+                storage.key(deployment.feed(feed_name).dataset),
+                filesystem=storage.filesystem,
+                format="parquet",
+                partitioning="hive",
+            ).to_table()
+            if dataset.num_rows >= expected:
+                break
+            await asyncio.sleep(0.5)
+        positions = set(zip(dataset.column("_kafka_partition").to_pylist(), dataset.column("_kafka_offset").to_pylist()))
+        assert dataset.num_rows == len(positions) == expected, feed_name
+    assert not [key for key in _objects(lake, "streams") if key.endswith(".tmp")]

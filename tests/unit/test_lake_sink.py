@@ -80,7 +80,7 @@ async def test_crash_after_the_commit_point_is_rolled_forward(tmp_path, records,
                 raise SystemExit("killed between two renames")
         return real_replace(src, dst)
 
-    monkeypatch.setattr("app.sinks.lake.os.replace", crash_after_first_move)
+    monkeypatch.setattr("app.sinks.lake_storage.os.replace", crash_after_first_move)
     with pytest.raises(SystemExit):
         sink.write_sync(_batch(records))
     monkeypatch.undo()
