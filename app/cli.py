@@ -26,10 +26,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
     from app.logs import logging_config
+    from app.topics import ensure_derivation_topics
     from app.worker import create_app
 
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    feeds = load_feeds(settings)
+    partitions = asyncio.run(ensure_derivation_topics(settings, feeds)) if settings.tables.derive else None
+    app = create_app(settings, feeds, partitions)
     # Everything allocated so far (modules, app, settings) lives for the whole run: move it
     # out of the cyclic collector's sight, and collect less often -- a batch allocates
     # thousands of short-lived records and the default thresholds run the collector constantly.
@@ -76,9 +79,11 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_feeds(settings: Settings, args: argparse.Namespace) -> int:
     feeds = load_feeds(settings, args.file)
-    print(f"{'feed':<32} {'topic':<34} {'record':<24} {'dataset':<40} warehouse")
+    print(f"{'feed':<32} {'topic':<34} {'record / table':<28} {'dataset':<40} warehouse")
     for feed in feeds:
-        print(f"{feed.name:<32} {feed.topic:<34} {feed.record:<24} {feed.dataset:<40} {', '.join(feed.warehouse) or '-'}")
+        kind = feed.record or f"table {feed.table}"
+        tables = feed.warehouse or ((feed.table_spec.fact_table,) if feed.is_table else ())
+        print(f"{feed.name:<32} {feed.topic:<34} {kind:<28} {feed.dataset:<40} {', '.join(tables) or '-'}")
     print(f"{len(feeds)} feeds OK; dead letters go to {settings.dead_letter_topic}")
     return 0
 
@@ -101,8 +106,8 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
         rows = asyncio.run(feed_progress(settings, feeds))
     print(f"{'feed':<32} {'partition':>9} {'last offset':>12} {'lake':>12} {'warehouse':>12}")
     for row in rows:
-        held = "-" if row.warehouse is None else str(row.warehouse)
-        print(f"{row.feed:<32} {row.partition:>9} {row.last_offset:>12} {row.lake:>12} {held:>12}")
+        lake, held = ("-" if v is None else str(v) for v in (row.lake, row.warehouse))
+        print(f"{row.feed:<32} {row.partition:>9} {row.last_offset:>12} {lake:>12} {held:>12}")
     return 0 if all(row.landed for row in rows) else 1
 
 

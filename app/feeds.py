@@ -18,25 +18,34 @@ from app.errors import ConfigurationError
 from app.settings import Settings
 from app.sinks.dimensions import DIMENSIONS
 from models.arrow import RECORD_KINDS, RecordKind
+from models.tables import TABLES, TableSpec
 
 __all__ = ["Feed", "load_feeds"]
 
 
 class Feed(BaseModel):
-    """One topic → one lake dataset (+ optional warehouse tables)."""
+    """One topic → one lake dataset (+ optional warehouse tables).
+
+    A *stream* feed names its ``record`` kind and lands every record in the lake (and its
+    ``warehouse`` dimensions). A *table* feed names one of the four tables (``table``): its topic is a
+    ksqlDB-format changelog, kept current in the table's fact rows (``snapshot_version = 0``);
+    its lake dataset holds the table's snapshot versions.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
     topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
-    record: str
+    record: str | None = None
+    table: str | None = None
     dataset: str
     warehouse: tuple[str, ...] = ()
+    derive_tables: bool = False
 
     @field_validator("record")
     @classmethod
-    def _known_record(cls, value: str) -> str:
-        if value not in RECORD_KINDS:
+    def _known_record(cls, value: str | None) -> str | None:
+        if value is not None and value not in RECORD_KINDS:
             raise ValueError(f"unknown record kind {value!r}; known: {', '.join(sorted(RECORD_KINDS))}")
         return value
 
@@ -48,8 +57,25 @@ class Feed(BaseModel):
             raise ValueError(f"dataset must look like streams/<name> or tables/<name>, got {value!r}")
         return value
 
+    @field_validator("table")
+    @classmethod
+    def _known_table(cls, value: str | None) -> str | None:
+        if value is not None and value not in TABLES:
+            raise ValueError(f"unknown table {value!r}; known: {', '.join(sorted(TABLES))}")
+        return value
+
     @model_validator(mode="after")
     def _warehouse_fits_record(self) -> Feed:
+        if (self.record is None) == (self.table is None):
+            raise ValueError("a feed names exactly one of record (a stream) or table")
+        if self.table is not None:
+            if self.warehouse:
+                raise ValueError("a table feed lands in its fact table: leave warehouse out")
+            if self.dataset != f"tables/{self.table}":
+                raise ValueError(f"a table feed's dataset is tables/{self.table}")
+            return self
+        if self.derive_tables and self.record != "transaction":
+            raise ValueError("derive_tables needs a feed of transaction records")
         for table in self.warehouse:
             dimension = DIMENSIONS.get(table)
             if dimension is None:
@@ -59,8 +85,20 @@ class Feed(BaseModel):
         return self
 
     @property
+    def is_table(self) -> bool:
+        return self.table is not None
+
+    @property
     def record_kind(self) -> RecordKind:
+        """The stream record kind (stream feeds only)."""
+        assert self.record is not None, f"{self.name} is a table feed"
         return RECORD_KINDS[self.record]
+
+    @property
+    def table_spec(self) -> TableSpec:
+        """The table's wire format and fact table (table feeds only)."""
+        assert self.table is not None, f"{self.name} is a stream feed"
+        return TABLES[self.table]
 
 
 def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]:
@@ -88,6 +126,8 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
         feeds.append(feed.model_copy(update={"topic": feed.topic + settings.topic_suffix}))
     if not feeds:
         raise ConfigurationError(f"{source}: no [[feed]] entries")
+    if sum(feed.derive_tables for feed in feeds) > 1:
+        raise ConfigurationError(f"{source}: derive_tables may be set on one feed only")
     for attribute in ("name", "topic", "dataset"):
         values = [getattr(feed, attribute) for feed in feeds]
         duplicates = {value for value in values if values.count(value) > 1}

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from app.dead_letters import DeadLetter, DeadLetterPublisher
 from app.feeds import Feed
 from app.retry import Backoff, retry_transient
 from app.sinks.base import Batch, Sink
+from models.tables import decode_row
 from models.transaction import InvalidRecord, decode
 
 __all__ = ["FeedLanding", "RawMessage", "reason_of"]
@@ -65,7 +66,7 @@ class FeedLanding:
         self.sinks = tuple(sinks)
         self.dead_letters = dead_letters
         self.backoff = backoff
-        self._model = feed.record_kind.model
+        self._decode_one = _table_decoder(feed) if feed.is_table else _stream_decoder(feed)
         self._active = 0  # batches landing right now (retries included)
         self.last_batch_at: float | None = None  # time.monotonic() of the last batch taken
 
@@ -107,15 +108,13 @@ class FeedLanding:
 
     def decode(self, partition: int, messages: Sequence[RawMessage]) -> tuple[Batch, list[DeadLetter]]:
         """Split messages into a batch of valid records and the dead letters of the rest."""
-        model = self._model
+        decode_one = self._decode_one
         records: list[Any] = []
         offsets: list[int] = []
         rejected: list[DeadLetter] = []
         for message in messages:
             try:
-                if message.value is None:
-                    raise InvalidRecord("null value (tombstone) on a stream topic")
-                records.append(decode(model, message.value))
+                records.append(decode_one(message))
                 offsets.append(message.offset)
             except Exception as exc:  # every decode failure is terminal for its record only
                 reason = reason_of(exc)
@@ -153,3 +152,25 @@ class FeedLanding:
         metrics.SINK_FLUSH_SECONDS.labels(self.feed.name, sink.name).observe(time.perf_counter() - started)
         metrics.RECORDS_LANDED.labels(self.feed.name, sink.name).inc(landed)
         metrics.LEDGER_POSITION.labels(self.feed.name, sink.name, str(batch.partition)).set(batch.last_offset)
+
+
+def _stream_decoder(feed: Feed) -> Callable[[RawMessage], Any]:
+    """Stream records: the value is the record; a null value is invalid."""
+    model = feed.record_kind.model
+
+    def decode_stream(message: RawMessage) -> Any:
+        if message.value is None:
+            raise InvalidRecord("null value (tombstone) on a stream topic")
+        return decode(model, message.value)
+
+    return decode_stream
+
+
+def _table_decoder(feed: Feed) -> Callable[[RawMessage], Any]:
+    """Table records: key columns from the key bytes, value or tombstone (:func:`decode_row`)."""
+    spec = feed.table_spec
+
+    def decode_table(message: RawMessage) -> Any:
+        return decode_row(spec, message.key, message.value)
+
+    return decode_table

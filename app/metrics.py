@@ -17,6 +17,7 @@ __all__ = [
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
+    "TABLE_UPDATES",
 ]
 
 RECORDS_LANDED = Counter(
@@ -51,4 +52,9 @@ DEAD_LETTER_TOPIC_RECORDS = Counter(
     "txlake_dead_letter_topic_records_total",
     "Records read from the dead-letter topic by this worker's share of it, by source topic and reason.",
     ["source_topic", "reason"],
+)
+TABLE_UPDATES = Counter(
+    "txlake_table_updates_total",
+    "Keys whose aggregate changed in the tables txlake derives, by table.",
+    ["table"],
 )

@@ -2,6 +2,12 @@
 
 Read-only and safe while workers run; used by ``txlake progress``, the demo,
 the tests and the benchmark to know when everything produced has landed.
+
+Stream feeds report their lake ledger and, with warehouse tables, their MySQL
+ledger (the delta sink's too on the feed the tables derive from); table feeds
+report their fact ledger. With ``tables.derive`` on, the deltas topic adds rows
+(feed ``table_deltas``) whose position is the table agent's committed offset:
+only when those have caught up have the table topics received every change.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from app.feeds import Feed
 from app.settings import Settings
 from app.sinks.lake import read_landed_through
 from app.sinks.lake_storage import open_lake_storage
+from app.sinks.deltas import ledger_feed
 from app.sinks.warehouse import WarehouseSink
+from app.topics import derivation_source, faust_app_id
 
 __all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
 
@@ -30,19 +38,20 @@ class PartitionProgress:
     topic: str
     partition: int
     last_offset: int
-    lake: int
+    lake: int | None  # None: the feed does not land in the lake (table feeds, deltas)
     warehouse: int | None  # None: the feed has no warehouse tables
 
     @property
     def landed(self) -> bool:
-        return self.lake >= self.last_offset and (self.warehouse is None or self.warehouse >= self.last_offset)
+        return all(held is None or held >= self.last_offset for held in (self.lake, self.warehouse))
 
 
 async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     await admin.start()
     try:
-        described = await admin.describe_topics(topics)
+        existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
+        described = await admin.describe_topics([topic for topic in topics if topic in existing])
     finally:
         await admin.close()
     partitions = [
@@ -61,25 +70,47 @@ async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPart
 
 
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
-    """The progress of every partition of every feed."""
-    last = await _last_offsets(settings, [feed.topic for feed in feeds])
+    """The progress of every partition of every feed (and of the deltas topic when deriving)."""
+    source = derivation_source(feeds) if settings.tables.derive else None
+    topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
+    last = await _last_offsets(settings, topics)
     lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
-    warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse for feed in feeds) else None
+    warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse or feed.is_table for feed in feeds) else None
     rows = []
     try:
         for feed in feeds:
             for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
-                lake = read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
-                held = (
-                    await warehouse.landed_through(feed.name, feed.topic, tp.partition)
-                    if warehouse is not None and feed.warehouse
-                    else None
-                )
+                lake = None if feed.is_table else read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
+                held = None
+                if warehouse is not None and (feed.warehouse or feed.is_table):
+                    held = await warehouse.landed_through(feed.name, feed.topic, tp.partition)
+                if warehouse is not None and feed is source:
+                    sent = await warehouse.landed_through(ledger_feed(feed.name), feed.topic, tp.partition)
+                    held = sent if held is None else min(held, sent)
                 rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last[tp], lake, held))
+        if source is not None:
+            rows.extend(await _deltas_progress(settings, {tp: o for tp, o in last.items() if tp.topic == settings.table_deltas_topic}))
     finally:
         if warehouse is not None:
             await warehouse.stop()
     return rows
+
+
+async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
+    """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=faust_app_id(settings), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        rows = []
+        for tp in sorted(last, key=lambda tp: tp.partition):
+            committed = await consumer.committed(tp)
+            position = -1 if committed is None else committed - 1
+            rows.append(PartitionProgress("table_deltas", tp.topic, tp.partition, last[tp], None, position))
+        return rows
+    finally:
+        await consumer.stop()
 
 
 async def wait_until_landed(

@@ -165,6 +165,24 @@ class WebSettings(_Section):
     )
 
 
+class TablesSettings(_Section):
+    """The four tables: derived by txlake itself, or read from ksqlDB's changelog topics."""
+
+    derive: bool = Field(
+        True,
+        description="Derive the four tables from the transaction stream (Faust tables) and write their "
+        "changelog topics in ksqlDB's format. Turn off where ksqlDB produces those topics.",
+    )
+    deltas_topic: str = Field(
+        "txlake-table-deltas",
+        description="Internal topic carrying per-key contributions from the transaction stream to the "
+        "table partitions (co-partitioned with the transaction topic).",
+    )
+    exchange_rates_file: Path | None = Field(
+        None, description="TOML file of EUR rates (CURRENCY = \"rate\"); default: the file shipped with txlake."
+    )
+
+
 class HealthSettings(_Section):
     """Liveness and lag polling."""
 
@@ -198,6 +216,7 @@ class Settings(BaseSettings):
     blacklist: Blacklist = Blacklist()
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
+    tables: TablesSettings = TablesSettings()
     feeds_file: Path | None = Field(
         None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
     )
@@ -237,3 +256,7 @@ class Settings(BaseSettings):
     @property
     def dead_letter_topic(self) -> str:
         return self.errors.deadletterqueue_topic_name + self.topic_suffix
+
+    @property
+    def table_deltas_topic(self) -> str:
+        return self.tables.deltas_topic + self.topic_suffix

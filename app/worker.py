@@ -13,16 +13,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
+from agents.tables import register_table_agent
 from app.dead_letters import DeadLetterPublisher
 from app.feeds import Feed, load_feeds
 from app.fetcher import FetchedBatch, StreamFetcher
 from app.health import Health
 from app.landing import FeedLanding
+from app.rates import load_rates
 from app.retry import Backoff
 from app.settings import Settings
 from app.sinks.base import Sink
+from app.sinks.deltas import DeltaSink
+from app.sinks.facts import FactSink
 from app.sinks.lake import LakeSink
 from app.sinks.warehouse import WarehouseSink
+from app.topics import derivation_source, faust_app_id
 
 __all__ = ["create_app"]
 
@@ -33,15 +38,22 @@ def _broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
 
 
-def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> faust.App:
-    """A configured Faust app; ``feeds`` default to :func:`load_feeds`."""
+def create_app(
+    settings: Settings, feeds: tuple[Feed, ...] | None = None, table_partitions: int | None = None
+) -> faust.App:
+    """A configured Faust app; ``feeds`` default to :func:`load_feeds`.
+
+    ``table_partitions`` (the deltas topic's partition count, from
+    :func:`~app.topics.ensure_derivation_topics`) turns on the table derivation; without it the
+    table feeds land whatever ksqlDB writes to their topics.
+    """
     feeds = feeds if feeds is not None else load_feeds(settings)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
     # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic;
     # the stream feeds are fetched in whole batches by the StreamFetcher in group "<group_id>".
     app = faust.App(
-        f"{settings.kafka.group_id}-control",
+        faust_app_id(settings),
         broker=_broker_urls(settings.kafka.bootstrap_servers),
         value_serializer="raw",
         key_serializer="raw",
@@ -66,11 +78,29 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
     warehouse = WarehouseSink(settings.mysql)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
-    uses_warehouse = any(feed.warehouse for feed in feeds)
+    facts = FactSink(settings.mysql, dead_letters)
+    source = derivation_source(feeds) if table_partitions else None
+    deltas = (
+        DeltaSink(settings.mysql, settings.kafka.bootstrap_servers, settings.table_deltas_topic, table_partitions,
+                  load_rates(settings.tables.exchange_rates_file))
+        if source is not None and table_partitions
+        else None
+    )
+    if deltas is not None:
+        register_table_agent(
+            app, settings.table_deltas_topic, table_partitions, {f.table: f.topic for f in feeds if f.table}
+        )
+    uses_warehouse = any(feed.warehouse or feed.is_table for feed in feeds)
+
+    def sinks_of(feed: Feed) -> list[Sink]:
+        if feed.is_table:
+            return [facts]
+        sinks: list[Sink] = [lake, warehouse] if feed.warehouse else [lake]
+        return [*sinks, deltas] if deltas is not None and feed is source else sinks
+
     landings, agents = [], {}
     for feed in feeds:
-        sinks: list[Sink] = [lake, warehouse] if feed.warehouse else [lake]
-        landing = FeedLanding(feed, sinks, dead_letters, backoff)
+        landing = FeedLanding(feed, sinks_of(feed), dead_letters, backoff)
         agents[feed.topic] = register_stream_agent(app, feed, landing)
         landings.append(landing)
     register_dead_letter_monitor(app, settings.dead_letter_topic)
@@ -80,10 +110,14 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
 
     async def held_through(feed: Feed, partition: int) -> int:
         """What every sink of the feed holds for the partition: the lowest ledger position."""
+        if feed.is_table:
+            return await facts.landed_through(feed.name, feed.topic, partition)
         lake.forget(feed.dataset, feed.topic, partition)  # another worker may have moved it on
         positions = [await asyncio.to_thread(lake.landed_through, feed.dataset, feed.topic, partition)]
         if feed.warehouse:
             positions.append(await warehouse.landed_through(feed.name, feed.topic, partition))
+        if deltas is not None and feed is source:
+            positions.append(await deltas.held_through(feed.name, feed.topic, partition))
         return min(positions)
 
     fetcher = StreamFetcher(settings, feeds, deliver, held_through)
@@ -108,6 +142,9 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
         fetcher.stop()
         await health.close()
         await warehouse.stop()
+        await facts.stop()
+        if deltas is not None:
+            await deltas.stop()
 
     return app
 

@@ -33,11 +33,11 @@ __all__ = ["WarehouseSink"]
 
 logger = logging.getLogger(__name__)
 
-_READ_LEDGER = (
+READ_LEDGER = (
     "SELECT landed_through FROM txlake_offset_ledger "
     "WHERE feed = %s AND topic = %s AND kafka_partition = %s FOR UPDATE"
 )
-_WRITE_LEDGER = (
+WRITE_LEDGER = (
     "INSERT INTO txlake_offset_ledger (feed, topic, kafka_partition, landed_through) VALUES (%s, %s, %s, %s) "
     "ON DUPLICATE KEY UPDATE landed_through = VALUES(landed_through)"
 )
@@ -104,7 +104,7 @@ class WarehouseSink(Sink):
     async def landed_through(self, feed: str, topic: str, partition: int) -> int:
         """The ledger position for one partition (-1: nothing landed yet)."""
         async with self._connection() as connection, connection.cursor() as cursor:
-            await cursor.execute(_READ_LEDGER.replace(" FOR UPDATE", ""), (feed, topic, partition))
+            await cursor.execute(READ_LEDGER.replace(" FOR UPDATE", ""), (feed, topic, partition))
             row = await cursor.fetchone()
             await connection.rollback()
         return -1 if row is None else int(row[0])
@@ -113,7 +113,7 @@ class WarehouseSink(Sink):
         key = (batch.feed.name, batch.topic, batch.partition)
         async with connection.cursor() as cursor:
             await connection.begin()
-            await cursor.execute(_READ_LEDGER, key)
+            await cursor.execute(READ_LEDGER, key)
             row = await cursor.fetchone()
             landed = -1 if row is None else int(row[0])
             pending = batch.after(landed)
@@ -125,7 +125,7 @@ class WarehouseSink(Sink):
                 rows = latest_rows(dimension, pending.records)
                 if rows:
                     await cursor.executemany(dimension.upsert_sql, rows)
-            await cursor.execute(_WRITE_LEDGER, (*key, pending.last_offset))
+            await cursor.execute(WRITE_LEDGER, (*key, pending.last_offset))
             await connection.commit()
         return len(pending.records)
 

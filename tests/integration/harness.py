@@ -20,7 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.feeds import Feed, load_feeds
 from app.loadgen import StreamTopics, produce
 from app.settings import Settings
-from app.topics import create_topics
+from agents.tables import state_table_names
+from app.topics import create_topics, faust_app_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TXLAKE = str(REPO_ROOT / ".venv" / "bin" / "txlake")
@@ -101,7 +102,11 @@ async def delete_deployment_topics(deployment: Deployment) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=deployment.settings.kafka.bootstrap_servers)
     await admin.start()
     try:
-        await admin.delete_topics([feed.topic for feed in deployment.feeds] + [deployment.settings.dead_letter_topic])
+        existing = set(await admin.list_topics())
+        owned = [feed.topic for feed in deployment.feeds] + [deployment.settings.dead_letter_topic]
+        owned += [deployment.settings.table_deltas_topic]
+        owned += [f"{faust_app_id(deployment.settings)}-{name}-changelog" for name in state_table_names()]
+        await admin.delete_topics([topic for topic in owned if topic in existing])
     finally:
         await admin.close()
 

@@ -30,7 +30,8 @@ KILLS = 4
 
 
 async def _landed_total(deployment) -> int:
-    return sum(max(row.lake, -1) + max(row.warehouse or 0, -1) for row in await feed_progress(deployment.settings, deployment.feeds))
+    rows = await feed_progress(deployment.settings, deployment.feeds)
+    return sum(max(row.lake or 0, -1) + max(row.warehouse or 0, -1) for row in rows)
 
 
 async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float = 60) -> None:

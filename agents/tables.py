@@ -1,0 +1,87 @@
+"""The table agent: folds delta messages into the four tables and writes their ksqlDB changelogs.
+
+Used when txlake derives the tables itself (``tables.derive``, the default). The state lives in
+Faust tables -- one per ksqlDB table plus the product buyers -- partitioned like the deltas topic
+(co-partitioned: the agent reading deltas partition *q* owns table partition *q*) and backed by
+Faust's compacted changelog topics, from which a worker that takes over a partition restores it.
+
+For each delta message the agent folds every key's contributions into its state
+(:class:`models.aggregates.Aggregator`: contributions at or below the key's watermark are skipped,
+so redelivered deltas change nothing) and sends the key's current value to the table's topic in
+ksqlDB's format (:mod:`models.tables`) -- also when a replay left the state unchanged, in case the
+first send was lost with a crash. Faust flushes the producer (changelog and table topics) before it
+commits the deltas offset, so a committed delta is always reflected in both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+
+from app import metrics
+from app.table_deltas import read_delta
+from models.aggregates import AGGREGATORS, Buyers
+from models.tables import TABLES, encode_value
+
+__all__ = ["BUYERS_TABLE", "register_table_agent", "state_table_names"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_UNEXPECTED = 70
+BUYERS_TABLE = "product_buyers"
+
+
+def state_table_names() -> list[str]:
+    """The Faust tables the agent keeps (their changelogs are ``<app id>-<name>-changelog``)."""
+    return [*TABLES, BUYERS_TABLE]
+
+
+def register_table_agent(app: faust.App, deltas_topic: str, partitions: int, output_topics: Mapping[str, str]) -> Any:
+    """Define the Faust tables and the agent on ``app``; ``output_topics`` maps table → changelog topic."""
+    stores = {
+        name: app.Table(
+            name,
+            default=None,
+            partitions=partitions,
+            key_type=str,  # keys and values travel as JSON (Faust's default for non-model types)
+            help=f"txlake state of {name}",
+        )
+        for name in state_table_names()
+    }
+    buyers = Buyers(stores[BUYERS_TABLE])
+    outputs = {
+        table: app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        for table, topic in output_topics.items()
+    }
+    deltas = app.topic(
+        deltas_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+
+    def apply(value: bytes) -> None:
+        for table, keys in read_delta(value).items():
+            aggregator, store, output = AGGREGATORS[table], stores[table], outputs.get(table)
+            for key, contributed in keys.items():
+                before = store.get(key)
+                state = aggregator.fold(before, contributed, key, buyers if table == "product_purchase_counts" else None)
+                if state != before:
+                    store[key] = state
+                    metrics.TABLE_UPDATES.labels(table).inc()
+                if output is not None:
+                    output.send_soon(key=key.encode(), value=encode_value(aggregator.value(state)))
+
+    async def fold_deltas(stream: faust.StreamT) -> None:
+        async for value in stream:
+            try:
+                apply(value)
+            except Exception:
+                # Deltas are written by txlake: failing on one is a bug. Never ack it (Faust
+                # would skip it): stop the process, the restart replays it.
+                logger.critical("table agent: cannot apply a delta message, exiting", exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_UNEXPECTED)
+
+    return app.agent(deltas, name="txlake.tables")(fold_deltas)

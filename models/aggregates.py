@@ -1,0 +1,217 @@
+"""How transactions aggregate into the four tables: pure functions, shared with ``ksql/``.
+
+The semantics are those of the statements in ``ksql/02_tables.sql`` (keep both in step):
+
+=============================  ============================  =====================================================
+table                          key                           rows that count, and what is summed
+=============================  ============================  =====================================================
+user_transaction_summary       user id, transaction type     STATUS = 'COMPLETED'; AMOUNT as recorded
+user_transaction_summary_eur   user id, transaction type     STATUS = 'COMPLETED'; AMOUNT * rate(CURRENCY → EUR)
+payment_method_totals          payment method id             STATUS = 'COMPLETED'; EUR amount, REFUND negative
+product_purchase_counts        product id                    STATUS = 'COMPLETED' and TRANSACTION_TYPE = 'PURCHASE';
+                                                              per product line: units, price * quantity, buyers
+=============================  ============================  =====================================================
+
+A transaction in a currency without a configured rate adds nothing to the two EUR-valued tables
+(ksqlDB's inner join with ``EXCHANGE_RATES`` drops it likewise). ``avg_*`` is the total divided by
+the count; ``avg_price`` is the mean unit price over product lines; ``unique_buyers`` is exact
+(ksqlDB's ``COUNT_DISTINCT`` is an estimate). Money is summed as exact decimals and rounded half-up
+to cents only on output, so totals match an independent computation to the cent.
+
+Exactly once: every contribution carries its source position (transaction topic partition and
+offset). A key's state records, per source partition, the highest offset it absorbed (its
+*watermark*); :meth:`Aggregator.fold` skips a contribution at or below it, so replaying a
+contribution after a crash changes nothing. Contributions of one source partition reach a key in
+offset order (one producer, one delta partition per key), which makes the watermark sufficient.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from models.tables import (
+    TABLES,
+    PaymentMethodTotals,
+    ProductPurchaseCounts,
+    TableSpec,
+    UserTransactionSummary,
+    UserTransactionSummaryEur,
+    encode_key,
+    money,
+)
+from models.transaction import Transaction, construct_trusted
+
+__all__ = ["AGGREGATORS", "Aggregator", "Buyers", "contributions", "decimal_of"]
+
+COMPLETED = "COMPLETED"
+PURCHASE = "PURCHASE"
+REFUND = "REFUND"
+
+State = dict[str, Any]
+"""A key's aggregate as JSON-friendly values (decimals as strings); ``wm`` maps partition → offset."""
+
+
+def decimal_of(amount: float) -> Decimal:
+    """The decimal a JSON double stands for (its shortest repr: 129.99 → Decimal('129.99'))."""
+    return Decimal(repr(amount))
+
+
+def contributions(
+    tx: Transaction, partition: int, offset: int, rates: Mapping[str, Decimal]
+) -> Iterator[tuple[str, bytes, list[Any]]]:
+    """What one transaction adds to each table: ``(table, key bytes, contribution)`` triples.
+
+    A contribution is a JSON-friendly list that starts with the source ``[partition, offset]``;
+    a transaction makes at most one contribution per table and key.
+    """
+    if tx.status != COMPLETED:
+        return
+    source = [partition, offset]
+    amount = decimal_of(tx.amount)
+    user_key = (tx.user.id, tx.transaction_type)
+    yield "user_transaction_summary", _key("user_transaction_summary", user_key), [*source, str(amount)]
+    rate = rates.get(tx.currency)
+    if rate is not None:
+        eur = amount * rate
+        yield "user_transaction_summary_eur", _key("user_transaction_summary_eur", user_key), [*source, str(eur), str(rate)]
+        signed = -eur if tx.transaction_type == REFUND else eur
+        method = tx.payment_method
+        yield "payment_method_totals", _key("payment_method_totals", (method.id,)), [*source, str(signed), method.name]
+    if tx.transaction_type == PURCHASE:
+        # One contribution per product and transaction (a product can be on several lines):
+        # the watermark admits one contribution per source offset and key.
+        lines: dict[str, list[Any]] = {}
+        for line in tx.products:
+            price = decimal_of(line.price)
+            merged = lines.setdefault(line.id, [0, Decimal(0), Decimal(0), 0, line.name, line.category])
+            merged[0] += line.quantity
+            merged[1] += price * line.quantity
+            merged[2] += price
+            merged[3] += 1
+        for product, (units, revenue, prices, count, name, category) in lines.items():
+            yield "product_purchase_counts", _key("product_purchase_counts", (product,)), [
+                *source, units, str(revenue), str(prices), count, tx.user.id, name, category,
+            ]
+
+
+def _key(table: str, key: tuple[str, ...]) -> bytes:
+    return encode_key(TABLES[table], key)
+
+
+class Buyers:
+    """Which users bought a product, and the contribution that first made each a buyer.
+
+    A mapping ``"<product>\\x1f<user>" -> [partition, offset]``, backed by a changelog-backed
+    table. Remembering the *first* contribution keeps ``unique_buyers`` exact on replay: a replayed
+    contribution that created the entry counts again only if the product's own state did not
+    absorb it (its watermark decides), and any other contribution of that user never counts.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def is_new_buyer(self, product: str, user: str, source: list[int]) -> bool:
+        key = f"{product}\x1f{user}"
+        first = self.store.get(key)
+        if first is None:
+            self.store[key] = source
+            return True
+        return list(first) == source
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    """Folds contributions into one table's key state and renders the table's value."""
+
+    spec: TableSpec
+
+    def fold(self, state: State | None, contributions: Iterable[list[Any]], key: str, buyers: Buyers | None = None) -> State:
+        """Apply ``contributions`` (in source order) to ``state``; skips those at or below the watermark."""
+        state = _copy(state)
+        marks: dict[str, int] = state["wm"]
+        for contribution in contributions:
+            partition, offset = str(contribution[0]), contribution[1]
+            if offset <= marks.get(partition, -1):
+                continue
+            marks[partition] = offset
+            self._add(state, contribution, key, buyers)
+        return state
+
+    def _add(self, state: State, c: list[Any], key: str, buyers: Buyers | None) -> None:
+        name = self.spec.name
+        state["count"] = state.get("count", 0) + (c[2] if name == "product_purchase_counts" else 1)
+        if name == "user_transaction_summary":
+            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[2]))
+        elif name == "user_transaction_summary_eur":
+            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[2]))
+            state["rate"] = c[3]
+        elif name == "payment_method_totals":
+            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[2]))
+            state["name"] = c[3]
+        else:  # product_purchase_counts: [p, o, units, revenue, price sum, lines, user, name, category]
+            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[3]))
+            state["price_sum"] = str(Decimal(state.get("price_sum", "0")) + Decimal(c[4]))
+            state["lines"] = state.get("lines", 0) + c[5]
+            state["name"], state["category"] = c[7], c[8]
+            if buyers is not None and buyers.is_new_buyer(key, c[6], c[:2]):
+                state["buyers"] = state.get("buyers", 0) + 1
+
+    def value(self, state: State) -> Any:
+        """The table's value record for ``state`` (what ksqlDB would emit for the key)."""
+        total, count = Decimal(state.get("total", "0")), state.get("count", 0)
+        name = self.spec.name
+        if name == "product_purchase_counts":
+            lines = state.get("lines", 0)
+            return construct_trusted(
+                ProductPurchaseCounts,
+                product_name=state.get("name"),
+                product_category=state.get("category"),
+                purchase_count=count,
+                total_revenue=money(total),
+                avg_price=money(Decimal(state["price_sum"]) / lines, 4) if lines else None,
+                unique_buyers=state.get("buyers", 0),
+            )
+        average = money(total / count, 4) if count else None
+        if name == "user_transaction_summary":
+            return construct_trusted(
+                UserTransactionSummary, total_amount=money(total), transaction_count=count, avg_amount=average
+            )
+        if name == "user_transaction_summary_eur":
+            return construct_trusted(
+                UserTransactionSummaryEur,
+                total_amount_eur=money(total),
+                transaction_count=count,
+                avg_amount_eur=average,
+                exchange_rate=float(state["rate"]) if "rate" in state else None,
+            )
+        return construct_trusted(
+            PaymentMethodTotals,
+            payment_method_name=state.get("name"),
+            total_amount=money(total),
+            transaction_count=count,
+            avg_amount=average,
+        )
+
+
+def _copy(state: State | None) -> State:
+    if state is None:
+        return {"wm": {}}
+    copied = dict(state)
+    copied["wm"] = dict(state.get("wm", {}))
+    return copied
+
+
+AGGREGATORS: dict[str, Aggregator] = {name: Aggregator(spec) for name, spec in TABLES.items()}
+"""One aggregator per table."""
+
+
+def group_by_key(triples: Iterable[tuple[str, bytes, list[Any]]]) -> dict[str, dict[bytes, list[list[Any]]]]:
+    """``{table: {key: [contribution, ...]}}``, contributions in input order."""
+    grouped: dict[str, dict[bytes, list[list[Any]]]] = defaultdict(lambda: defaultdict(list))
+    for table, key, contribution in triples:
+        grouped[table][key].append(contribution)
+    return grouped
