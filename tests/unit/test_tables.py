@@ -1,0 +1,174 @@
+"""The tables' wire format, the aggregation semantics and the delta messages."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from app.loadgen import generate
+from app.rates import load_rates
+from app.table_deltas import MAX_KEYS_PER_MESSAGE, delta_messages, partition_of, read_delta
+from models.aggregates import AGGREGATORS, Buyers, contributions
+from models.tables import TABLES, InvalidRecord, decode_row, encode_key, encode_value
+from models.transaction import Product
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+RATES = {"EUR": Decimal("1"), "USD": Decimal("0.92")}
+KSQL = Path(__file__).resolve().parents[2] / "ksql"
+
+
+def _tx(**changes):
+    tx = next(generate(1, seed=1, now=NOW))
+    updates = {"status": "COMPLETED", "transaction_type": "PURCHASE", "currency": "USD", "amount": 10.1, **changes}
+    return tx.model_copy(update=updates)
+
+
+# -- wire format -------------------------------------------------------------------------------
+
+
+def test_two_column_keys_are_json_objects_and_single_ones_raw_strings():
+    summary, products = TABLES["user_transaction_summary"], TABLES["product_purchase_counts"]
+    assert json.loads(encode_key(summary, ("U1", "PURCHASE"))) == {"USER_ID": "U1", "TRANSACTION_TYPE": "PURCHASE"}
+    assert encode_key(products, ("P-001",)) == b"P-001"
+    assert decode_row(products, b'"P-001"', None).key == ("P-001",)  # JSON key format, unwrapped
+    assert decode_row(summary, b'{"user_id": "U1", "transaction_type": "X"}', None).key == ("U1", "X")
+
+
+def test_values_decode_upper_or_lower_case_and_tombstones_delete():
+    spec = TABLES["payment_method_totals"]
+    row = decode_row(spec, b"PM-1", b'{"PAYMENT_METHOD_NAME": "Card", "TOTAL_AMOUNT": 5, "transaction_count": 2}')
+    assert (row.key, row.value.total_amount, row.value.transaction_count, row.value.avg_amount) == (("PM-1",), 5, 2, None)
+    assert decode_row(spec, b"PM-1", None).is_tombstone
+    assert json.loads(encode_value(row.value)) == {
+        "PAYMENT_METHOD_NAME": "Card", "TOTAL_AMOUNT": 5.0, "TRANSACTION_COUNT": 2, "AVG_AMOUNT": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "reason"),
+    [
+        ("user_transaction_summary", None, b"{}", "missing key"),
+        ("user_transaction_summary", b"U1", None, "key is not JSON"),
+        ("user_transaction_summary", b'["U1", "X"]', None, "not an object"),
+        ("user_transaction_summary", b'{"USER_ID": "U1"}', None, "TRANSACTION_TYPE missing"),
+        ("product_purchase_counts", b"\xff", None, "not UTF-8"),
+        ("product_purchase_counts", b"P" * 65, None, "1..64"),
+        ("product_purchase_counts", b"P-1", b'{"PURCHASE_COUNT": "3", "TOTAL_REVENUE": 1, "UNIQUE_BUYERS": 1}', "PURCHASE_COUNT"),
+        ("product_purchase_counts", b"P-1", b'{"PURCHASE_COUNT": -1, "TOTAL_REVENUE": 1, "UNIQUE_BUYERS": 1}', "PURCHASE_COUNT"),
+        ("product_purchase_counts", b"P-1", b"[1, 2]", "not a JSON object"),
+        ("product_purchase_counts", b"P-1", b"{", "not JSON"),
+    ],
+)
+def test_bad_keys_and_values_are_invalid_with_a_reason(table, key, value, reason):
+    with pytest.raises(InvalidRecord, match=re.escape(reason)):
+        decode_row(TABLES[table], key, value)
+
+
+def test_ksql_statements_define_every_table_topic_and_value_column():
+    statements = (KSQL / "03_tables.sql").read_text()
+    for spec in TABLES.values():
+        body = statements[statements.index(f"CREATE TABLE IF NOT EXISTS {spec.topic}\n"):]
+        body = body[: body.index("EMIT CHANGES")]
+        assert f"KAFKA_TOPIC = '{spec.topic}'" in body
+        assert f"KEY_FORMAT = '{spec.key_format}'" in body
+        for column in spec.value_columns:
+            assert re.search(rf"AS {column.upper()}\b", body), (spec.name, column)
+
+
+# -- aggregation -------------------------------------------------------------------------------
+
+
+def test_only_completed_transactions_count_and_refunds_net_the_payment_totals():
+    assert list(contributions(_tx(status="PENDING"), 0, 1, RATES)) == []
+    purchase = {t: c for t, _, c in contributions(_tx(), 0, 1, RATES)}
+    refund = {t: c for t, _, c in contributions(_tx(transaction_type="REFUND"), 0, 2, RATES)}
+    assert Decimal(purchase["payment_method_totals"][2]) == Decimal("9.292")  # 10.1 USD * 0.92
+    assert Decimal(refund["payment_method_totals"][2]) == Decimal("-9.292")
+    assert "product_purchase_counts" in purchase and "product_purchase_counts" not in refund
+
+
+def test_a_currency_without_a_rate_adds_nothing_in_eur():
+    tables = {t for t, _, _ in contributions(_tx(currency="JPY"), 0, 1, RATES)}
+    assert tables == {"user_transaction_summary", "product_purchase_counts"}
+
+
+def test_a_product_on_two_lines_of_one_transaction_is_one_contribution():
+    line = _tx().products[0]
+    twice = _tx(products=[line, Product(**{**line.model_dump(), "quantity": 2})])
+    lines = [c for t, _, c in contributions(twice, 0, 9, RATES) if t == "product_purchase_counts"]
+    assert len(lines) == 1 and lines[0][2] == line.quantity + 2 and lines[0][5] == 2
+
+
+def test_fold_skips_contributions_at_or_below_the_watermark():
+    aggregator = AGGREGATORS["user_transaction_summary"]
+    state = aggregator.fold(None, [[0, 5, "10.10"], [1, 3, "1.00"]], "k")
+    replayed = aggregator.fold(state, [[0, 4, "99"], [0, 5, "10.10"], [1, 3, "1.00"], [0, 6, "0.01"]], "k")
+    value = aggregator.value(replayed)
+    assert (value.total_amount, value.transaction_count, value.avg_amount) == (11.11, 3, 3.7033)
+    assert replayed["wm"] == {"0": 6, "1": 3}
+
+
+def test_unique_buyers_stay_exact_when_the_product_state_lost_a_contribution():
+    aggregator, store = AGGREGATORS["product_purchase_counts"], {}
+    buyers = Buyers(store)
+    first = [0, 7, 1, "2.50", "2.50", 1, "U1", "Pen", "OFFICE"]
+    state = aggregator.fold(None, [first], "P-1", buyers)
+    assert aggregator.value(state).unique_buyers == 1
+    # A crash lost the product's state but not the buyer entry: the replay of the same
+    # contribution counts the buyer again, exactly once; a later purchase by U1 never does.
+    again = aggregator.fold(None, [first, [0, 8, 1, "2.50", "2.50", 1, "U1", "Pen", "OFFICE"]], "P-1", buyers)
+    value = aggregator.value(again)
+    assert (value.unique_buyers, value.purchase_count, value.total_revenue, value.avg_price) == (1, 2, 5.0, 2.5)
+
+
+def test_money_rounds_half_up_to_cents():
+    aggregator = AGGREGATORS["user_transaction_summary_eur"]
+    state = aggregator.fold(None, [[0, 1, "0.005", "0.5"], [0, 2, "0.010", "0.5"]], "k")
+    value = aggregator.value(state)
+    assert (value.total_amount_eur, value.avg_amount_eur, value.exchange_rate) == (0.02, 0.0075, 0.5)
+
+
+# -- delta messages ----------------------------------------------------------------------------
+
+
+def test_delta_messages_route_each_key_to_its_partition_in_source_order():
+    transactions = list(generate(300, seed=4, now=NOW))
+    offsets = list(range(100, 400))
+    messages = list(delta_messages(transactions, offsets, 2, load_rates(), partitions=3))
+    seen: dict[tuple[str, str], list[int]] = {}
+    for target, value in messages:
+        for table, keys in read_delta(value).items():
+            for key, contributed in keys.items():
+                assert partition_of(key.encode(), 3) == target
+                assert (table, key) not in seen, "a key's contributions are in one message"
+                seen[(table, key)] = [c[1] for c in contributed]
+                assert all(c[0] == 2 for c in contributed)
+    assert all(offsets == sorted(offsets) for offsets in seen.values())
+    expected = {(t, k.decode()) for tx, o in zip(transactions, offsets) for t, k, _ in contributions(tx, 2, o, load_rates())}
+    assert set(seen) == expected
+
+
+def test_large_batches_are_split_between_keys():
+    transactions = [
+        _tx(user=_tx().user.model_copy(update={"id": f"U{n}"}), transaction_id=f"T{n}") for n in range(MAX_KEYS_PER_MESSAGE + 10)
+    ]
+    messages = list(delta_messages(transactions, range(len(transactions)), 0, RATES, partitions=1))
+    assert len(messages) > 1
+    assert all(len(json.dumps(read_delta(v))) < 1_000_000 for _, v in messages)
+
+
+def test_rates_file_must_hold_positive_decimals(tmp_path):
+    from app.errors import ConfigurationError
+
+    good = tmp_path / "rates.toml"
+    good.write_text('EUR = "1"\nUSD = "0.92"\n')
+    assert load_rates(good) == {"EUR": Decimal("1"), "USD": Decimal("0.92")}
+    for text in ('usd = "1"', 'USD = "-1"', 'USD = "x"', ""):
+        good.write_text(text)
+        with pytest.raises(ConfigurationError):
+            load_rates(good)
