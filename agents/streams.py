@@ -21,7 +21,7 @@ from app.feeds import Feed
 from app.fetcher import FetchedBatch
 from app.landing import FeedLanding, RawMessage
 
-__all__ = ["register_stream_agent"]
+__all__ = ["BatchChannel", "register_stream_agent"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,4 +77,32 @@ def register_stream_agent(app: faust.App, feed: Feed, landing: FeedLanding) -> A
             task.add_done_callback(reports.discard)
 
     land_batches.__name__ = land_batches.__qualname__ = f"land_{feed.name}"
-    return app.agent(app.channel(), name=f"txlake.{feed.name}")(land_batches)
+    return app.agent(BatchChannel(app), name=f"txlake.{feed.name}")(land_batches)
+
+
+class BatchChannel(faust.Channel):
+    """An in-memory channel whose batches survive Faust's rebalances: use :meth:`hand_over`.
+
+    Faust's channels are built for events of topics its own consumer re-reads after a rebalance,
+    and drop them across one: ``agent.send()`` stamps an event with the consumer's generation and
+    the agent's stream silently skips events of an older generation, and the channel's queue is
+    *cleared* when Faust's flow control resumes. Our batches come from the stream fetcher, not from
+    Faust's consumer: a dropped batch would never land, and the next one of its partition would
+    land after a gap. So a batch is put on the queue as a plain value (no generation, nothing to
+    ack) and the queue is not cleared on resume (a put still waits while Faust's flow control is
+    suspended).
+    """
+
+    async def hand_over(self, batch: FetchedBatch) -> None:
+        """Queue ``batch`` for the agent; waits until the agent's actor listens (at start-up)."""
+        root = self._root if self._root is not None else self
+        while not root._subscribers:
+            await asyncio.sleep(0.05)
+        await self.put(batch)
+
+    @property
+    def queue(self) -> Any:
+        if self._queue is None:
+            maxsize = self.maxsize if self.maxsize is not None else self.app.conf.stream_buffer_maxsize
+            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+        return self._queue

@@ -107,7 +107,7 @@ def print_report(settings: Settings, feeds: tuple[Feed, ...]) -> None:
 
     root = lake.root
     print(f"== Lake: {root if lake.is_s3 else Path(root).resolve()}")
-    for feed in feeds:
+    for feed in (feed for feed in feeds if not feed.is_table):
         rows = lake_rows_per_day(lake, feed, con)
         if not rows:
             print(f"-- {feed.dataset}: no files yet")
@@ -153,5 +153,30 @@ def print_report(settings: Settings, feeds: tuple[Feed, ...]) -> None:
             cursor.execute("SELECT count(*) FROM dim_payment_methods")
             methods = cursor.fetchone()[0]
             print(f"dim_users: {users:,} rows, dim_payment_methods: {methods:,} rows")
+            _print_live_facts(cursor, feeds)
     finally:
         connection.close()
+
+
+_PAYMENT_TOTALS = (
+    "SELECT f.payment_method_id, d.payment_method_name, f.total_amount AS net_eur, f.transaction_count, "
+    "d.is_inferred FROM fact_payment_method_totals f JOIN dim_payment_methods d USING (payment_method_id) "
+    "WHERE f.snapshot_version = 0 ORDER BY f.total_amount DESC"
+)
+
+
+def _print_live_facts(cursor: Any, feeds: tuple[Feed, ...]) -> None:
+    """Live rows per fact table, and the payment method totals as a BI tool would query them."""
+    tables = [feed.table_spec.fact_table for feed in feeds if feed.is_table]
+    if not tables:
+        return
+    print("\n== Live facts (snapshot_version = 0):")
+    for table in tables:
+        cursor.execute(f"SELECT count(*), max(updated_at) FROM {table} WHERE snapshot_version = 0")
+        count, freshest = cursor.fetchone()
+        print(f"   {table:<36} {count:>7,} rows  updated {freshest}")
+    print(f"\n{_PAYMENT_TOTALS}")
+    cursor.execute(_PAYMENT_TOTALS)
+    print(f"{'payment_method_id':<18} {'name':<22} {'net_eur':>14} {'transactions':>12}")
+    for method, name, total, count, _inferred in cursor.fetchall():
+        print(f"{method:<18} {(name or '?'):<22} {total:>14,.2f} {count:>12,}")

@@ -101,6 +101,12 @@ class LakeSettings(_Section):
         "not only process crashes). Off is safe against process crashes and faster on slow disks. "
         "Ignored for S3 (an upload is durable once acknowledged).",
     )
+    staging_grace_s: float = Field(
+        600.0,
+        ge=0,
+        description="Uncommitted staged files (left by a crash, invisible to readers) are deleted once "
+        "this old; younger ones may belong to a worker still landing during a rebalance.",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3 endpoint for S3-compatible stores (MinIO, Ceph, ...); unset: AWS S3."
     )

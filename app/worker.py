@@ -106,7 +106,7 @@ def create_app(
     register_dead_letter_monitor(app, settings.dead_letter_topic)
 
     async def deliver(batch: FetchedBatch) -> None:
-        await agents[batch.feed.topic].send(value=batch)
+        await agents[batch.feed.topic].channel.hand_over(batch)
 
     async def held_through(feed: Feed, partition: int) -> int:
         """What every sink of the feed holds for the partition: the lowest ledger position."""

@@ -16,10 +16,10 @@ from decimal import Decimal
 
 from aiokafka import AIOKafkaProducer
 
-from app.errors import TransientError
+from app.errors import TransientError, WarehouseSinkError
 from app.settings import MySQLSettings
 from app.sinks.base import Batch
-from app.sinks.warehouse import WRITE_LEDGER, WarehouseSink
+from app.sinks.warehouse import _FAILURES, WRITE_LEDGER, WarehouseSink
 from app.table_deltas import delta_messages
 
 __all__ = ["DeltaSink", "ledger_feed"]
@@ -63,6 +63,12 @@ class DeltaSink(WarehouseSink):
             self._producer = producer
 
     async def write(self, batch: Batch) -> int:
+        try:
+            return await self._write(batch)
+        except _FAILURES as exc:
+            raise WarehouseSinkError(f"delta ledger of {batch.describe()}: {exc}") from exc
+
+    async def _write(self, batch: Batch) -> int:
         feed = ledger_feed(batch.feed.name)
         landed = await self.landed_through(feed, batch.topic, batch.partition)
         pending = batch.after(landed)

@@ -27,8 +27,11 @@ loss too; ``lake.fsync = false`` drops them (a process crash never loses page-ca
 writes, so exactly-once holds either way). On S3 an acknowledged upload is durable
 and ``lake.fsync`` is ignored.
 
-A crash before 2 leaves only staged files, which the next start deletes; the
-batch is replayed from Kafka. A crash after 2 is rolled forward at the next
+A crash before 2 leaves only staged files, which a later recovery deletes once they are
+older than ``staging_grace_s`` (never younger ones: during a rebalance the previous owner
+of a partition may still be between steps 1 and 2, and deleting its staged files would
+leave its committed ledger pointing at nothing); the batch is replayed from Kafka. Staged
+names carry a random token, so two writers of one partition never share a staged file. A crash after 2 is rolled forward at the next
 start: the moves recorded in the ledger are finished before anything else
 happens. Replayed records at or below ``landed_through`` are skipped. So every
 record is in exactly one visible file, and a file is never visible half-written.
@@ -53,6 +56,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +191,13 @@ class LakeSink(Sink):
 
     name = "lake"
 
-    def __init__(self, root: LakeStorage | Path | str, compression: str = "snappy", fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: LakeStorage | Path | str,
+        compression: str = "snappy",
+        fsync: bool = True,
+        staging_grace_s: float = 600.0,
+    ) -> None:
         if isinstance(root, LakeStorage):
             self.storage = root
         elif is_s3_uri(root):
@@ -196,13 +206,14 @@ class LakeSink(Sink):
             self.storage = LocalStorage(root, fsync)
         self.root = self.storage.root if isinstance(self.storage, LocalStorage) else self.storage.uri
         self.compression = None if compression == "none" else compression
+        self.staging_grace_s = staging_grace_s
         self._ledgers: dict[tuple[str, str, int], LedgerEntry] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: LakeSettings) -> LakeSink:
         """The sink of the ``lake`` settings section (root, codec, fsync, S3 options)."""
-        return cls(open_lake_storage(settings), settings.compression, settings.fsync)
+        return cls(open_lake_storage(settings), settings.compression, settings.fsync, settings.staging_grace_s)
 
     async def start(self) -> None:
         try:
@@ -272,11 +283,12 @@ class LakeSink(Sink):
         staging = _staging_key(*key)
         moves: list[tuple[str, str]] = []
         if days:
+            token = uuid.uuid4().hex[:12]
             storage.makedirs(staging)
             for day, rows in days:
                 start = pc.min(rows.column("_kafka_offset")).as_py()
                 name = f"{batch.topic}+{batch.partition}+{start:020d}.parquet"
-                staged = f"{staging}/{name}.tmp"
+                staged = f"{staging}/{token}-{name}.tmp"
                 storage.write_parquet(staged, rows, self.compression)
                 moves.append((staged, f"{dataset}/{day.path}/{name}"))
             storage.sync_directory(staging)  # the staged names survive a power loss too
@@ -302,8 +314,9 @@ class LakeSink(Sink):
         entry = _read_ledger(self.storage, path)
         self._apply_moves(entry.moves)
         for leftover in self.storage.list_files(_staging_key(dataset, topic, partition)):
-            logger.info("lake: dropping uncommitted staged file %s", leftover)
-            self.storage.delete(leftover)
+            if self.storage.age_s(leftover) >= self.staging_grace_s:
+                logger.info("lake: dropping uncommitted staged file %s", leftover)
+                self.storage.delete(leftover)
         if entry.landed_through >= 0:
             logger.info("lake: %s %s[%d] holds offsets through %d", dataset, topic, partition, entry.landed_through)
         return entry

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +103,10 @@ class LakeStorage(abc.ABC):
     @abc.abstractmethod
     def delete(self, path: str) -> None:
         """Remove the file ``path`` (missing is fine)."""
+
+    @abc.abstractmethod
+    def age_s(self, path: str) -> float:
+        """Seconds since the file ``path`` was last written (0 if it vanished meanwhile)."""
 
     def sync_directory(self, directory: str) -> None:
         """Make the entries created in ``directory`` durable (a local fsync; nothing on S3)."""
@@ -198,6 +203,12 @@ class LocalStorage(LakeStorage):
     def delete(self, path: str) -> None:
         (self.root / path).unlink(missing_ok=True)
 
+    def age_s(self, path: str) -> float:
+        try:
+            return max(0.0, time.time() - (self.root / path).stat().st_mtime)
+        except FileNotFoundError:
+            return 0.0
+
 
 class ObjectStorage(LakeStorage):
     """A lake under ``s3://bucket/prefix`` (AWS S3 or any S3-compatible store: MinIO, Ceph, moto…)."""
@@ -284,6 +295,12 @@ class ObjectStorage(LakeStorage):
             self.filesystem.delete_file(self.key(path))
         except FileNotFoundError:
             pass
+
+    def age_s(self, path: str) -> float:
+        info = self.filesystem.get_file_info(self.key(path))
+        if info.mtime is None:
+            return 0.0
+        return max(0.0, time.time() - info.mtime.timestamp())
 
 
 def s3_filesystem(settings: LakeSettings) -> pafs.S3FileSystem:

@@ -46,7 +46,12 @@ ensure_installed() {
   command -v mariadbd >/dev/null || die "mariadbd still missing after apt-get install"
 }
 
-read_pid() { [[ -s "$PIDFILE" ]] && tr -dc '0-9' <"$PIDFILE" || true; }
+# The pid file, or else the mariadbd serving our datadir: a mariadbd that fails to start (e.g. a second
+# start racing the first) deletes the pid file on its way out, even though it belongs to the running one.
+read_pid() {
+  if [[ -s "$PIDFILE" ]]; then tr -dc '0-9' <"$PIDFILE"; return 0; fi
+  pgrep -o -f -- "--datadir=$DATADIR( |$)" || true
+}
 is_running() {
   local pid; pid="$(read_pid)"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null

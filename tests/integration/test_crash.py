@@ -89,5 +89,6 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     assert users == {
         k: (tx.user.name, tx.user.email, tx.user.city, naive_utc(tx.event_timestamp)) for k, tx in expected.items()
     }
-    ledger = await fetch_all(warehouse_db, "SELECT kafka_partition, landed_through FROM txlake_offset_ledger")
+    ledger = await fetch_all(warehouse_db, "SELECT kafka_partition, landed_through FROM txlake_offset_ledger "
+                                               "WHERE feed = 'transaction_stream'")
     assert len(ledger) == 3

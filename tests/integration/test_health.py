@@ -55,7 +55,7 @@ async def test_probes_and_metrics_of_a_running_worker(deploy):
         response = await _until(ready)
         checks = response.json()["checks"]
         assert checks["mysql"] == checks["lake"] == checks["kafka"] == "ok"
-        assert checks["partitions"] == "8 assigned"  # 4 feeds × 2 partitions
+        assert checks["partitions"] == "16 assigned"  # 8 feeds (4 streams, 4 tables) × 2 partitions
 
         live = await _get(client, deployment, "/livez")
         assert live.status_code == 200 and live.json()["status"] == "ok"
@@ -63,7 +63,7 @@ async def test_probes_and_metrics_of_a_running_worker(deploy):
         async def lag_settled():
             text = (await _get(client, deployment, "/metrics")).text
             lag = _samples(text, "txlake_consumer_lag_records")
-            return text if len(lag) == 8 and not any(lag.values()) else None
+            return text if len(lag) == 16 and not any(lag.values()) else None
 
         metrics = await _until(lag_settled)
         landed = _samples(metrics, "txlake_records_landed_total")

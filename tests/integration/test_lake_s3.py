@@ -234,7 +234,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     assert _visible(lake).num_rows == 100  # a reader listing the dataset prefix never sees them
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == 99
 
-    restarted = LakeSink.from_settings(lake)
+    restarted = LakeSink.from_settings(lake.model_copy(update={"staging_grace_s": 0}))
     assert restarted.landed_through(FEED.dataset, "tx", 0) == 99  # recovery deleted the staged objects
     assert not _objects(lake, "_txlake/staging")
     assert await restarted.write(_batch(records[100:], first_offset=100)) == 200

@@ -10,6 +10,7 @@ import pytest
 
 from app.loadgen import generate
 from app.progress import wait_until_landed
+from tests.integration.test_tables import assert_tables_match, expected_tables, landed_tables
 from tests.integration.harness import (
     fetch_all,
     free_port,
@@ -41,21 +42,21 @@ async def test_two_workers_split_the_partitions_and_one_takes_over(deploy, wareh
     second = deployment.worker(TXLAKE_WEB__PORT=str(ports[1])).start()
     producing = asyncio.create_task(produce_demo(deployment, COUNT, seed=41, now=NOW, rate=3000))
 
-    # 4 feeds × 4 partitions = 16, split between the two members of the group.
+    # 8 feeds (4 streams, 4 tables) × 4 partitions = 32, split between the two members of the group.
     for _ in range(120):
         counts = [await _assigned(port) for port in ports]
-        if None not in counts and sum(counts) == 16 and min(counts) > 0:
+        if None not in counts and sum(counts) == 32 and min(counts) > 0:
             break
         await asyncio.sleep(0.5)
-    assert None not in counts and sum(counts) == 16 and min(counts) > 0, counts
+    assert None not in counts and sum(counts) == 32 and min(counts) > 0, counts
 
     await asyncio.sleep(1.5)
     first.stop()  # a scale-down: SIGTERM, its partitions move to the other worker
     for _ in range(120):
-        if await _assigned(ports[1]) == 16:
+        if await _assigned(ports[1]) == 32:
             break
         await asyncio.sleep(0.5)
-    assert await _assigned(ports[1]) == 16
+    assert await _assigned(ports[1]) == 32
 
     await producing
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=180)
@@ -68,3 +69,7 @@ async def test_two_workers_split_the_partitions_and_one_takes_over(deploy, wareh
     assert sorted(table.column("transaction_id").to_pylist()) == sorted(tx.transaction_id for tx in produced)
     users = dict(await fetch_all(warehouse_db, "SELECT user_id, user_city FROM dim_users"))
     assert users == {k: tx.user.city for k, tx in latest_per_key(produced, lambda tx: tx.user.id).items()}
+    # The tables, derived by two workers then one (their Faust table partitions moved with the deltas
+    # partitions), equal what one computation over every transaction gives.
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=60)
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(produced))

@@ -8,6 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from app.feeds import Feed
+import app.sinks.lake as lake_module
 from app.sinks.base import Batch
 from app.sinks.lake import LakeSink, read_landed_through, split_by_day
 from app.loadgen import generate
@@ -110,7 +111,7 @@ async def test_crash_before_the_commit_point_leaves_nothing_visible(tmp_path, re
     assert _visible(tmp_path).num_rows == 100
     assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == 99
 
-    restarted = LakeSink(tmp_path)
+    restarted = LakeSink(tmp_path, staging_grace_s=0)  # the crashed writer's files are old enough
     assert await restarted.write(_batch(records[100:], first_offset=100)) == 200
     assert not list(tmp_path.glob("_txlake/staging/**/*.tmp"))
     assert sorted(_visible(tmp_path).column("_kafka_offset").to_pylist()) == list(range(300))
@@ -146,3 +147,21 @@ async def test_an_unwritable_lake_is_a_transient_error(tmp_path, records):
     sink = LakeSink(blocker / "lake")
     with pytest.raises(LakeSinkError):
         await sink.write(_batch(records[:10]))
+
+
+async def test_recovery_spares_the_young_staged_files_of_a_writer_still_landing(tmp_path, records, monkeypatch):
+    """A rebalance: the new owner recovers the partition while the old owner is between staging and
+    its commit point. The old owner's staged files must survive, or its committed ledger would point
+    at nothing (records lost)."""
+    old_owner, new_owner = LakeSink(tmp_path), LakeSink(tmp_path)
+    await old_owner.write(_batch(records[:100]))
+    real_write = lake_module._write_durably
+
+    def recover_elsewhere_then_commit(storage, path, data):
+        new_owner.forget(FEED.dataset, "tx", 0)
+        assert new_owner.landed_through(FEED.dataset, "tx", 0) == 99  # recovery runs now
+        real_write(storage, path, data)
+
+    monkeypatch.setattr(lake_module, "_write_durably", recover_elsewhere_then_commit)
+    assert await old_owner.write(_batch(records[100:], first_offset=100)) == 200
+    assert sorted(_visible(tmp_path).column("_kafka_offset").to_pylist()) == list(range(300))
