@@ -5,6 +5,15 @@ Faust tables -- one per ksqlDB table plus the product buyers -- partitioned like
 (co-partitioned: the agent reading deltas partition *q* owns table partition *q*) and backed by
 Faust's compacted changelog topics, from which a worker that takes over a partition restores it.
 
+Faust's consumer can drop messages across a rebalance (it skips and acks events fetched under an
+older consumer generation, and its commit can move past them: seen in our scaling test). The agent
+therefore does not trust it for completeness: a third table, ``deltas_progress``, records per
+deltas partition the last offset applied (changelogged after the keys it covers), and a message
+that arrives beyond the next expected offset first makes the agent read the skipped range itself
+(a plain consumer assigned to that partition) and apply it. Replays are harmless (watermarks).
+A skip at the very end of the deltas (no later message on that partition) is repaired when the
+next message for that partition arrives.
+
 For each delta message the agent folds every key's contributions into its state
 (:class:`models.aggregates.Aggregator`: contributions at or below the key's watermark are skipped,
 so redelivered deltas change nothing) and sends the key's current value to the table's topic in
@@ -17,10 +26,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import metrics
 from app.table_deltas import read_delta
@@ -35,12 +45,17 @@ EXIT_UNEXPECTED = 70
 BUYERS_TABLE = "product_buyers"
 
 
+PROGRESS_TABLE = "deltas_progress"
+
+
 def state_table_names() -> list[str]:
     """The Faust tables the agent keeps (their changelogs are ``<app id>-<name>-changelog``)."""
-    return [*TABLES, BUYERS_TABLE]
+    return [*TABLES, BUYERS_TABLE, PROGRESS_TABLE]
 
 
-def register_table_agent(app: faust.App, deltas_topic: str, partitions: int, output_topics: Mapping[str, str]) -> Any:
+def register_table_agent(
+    app: faust.App, deltas_topic: str, partitions: int, output_topics: Mapping[str, str], bootstrap_servers: str
+) -> Any:
     """Define the Faust tables and the agent on ``app``; ``output_topics`` maps table → changelog topic."""
     stores = {
         name: app.Table(
@@ -73,10 +88,22 @@ def register_table_agent(app: faust.App, deltas_topic: str, partitions: int, out
                 if output is not None:
                     output.send_soon(key=key.encode(), value=encode_value(aggregator.value(state)))
 
+    progress = stores[PROGRESS_TABLE]
+
     async def fold_deltas(stream: faust.StreamT) -> None:
-        async for value in stream:
+        async for event in stream.events():
+            partition, offset = event.message.partition, event.message.offset
             try:
-                apply(value)
+                applied = progress.get(str(partition))
+                expected = 0 if applied is None else applied + 1
+                if offset > expected:
+                    metrics.TABLE_DELTA_GAPS.inc()
+                    logger.warning("table agent: deltas %s[%d] %d..%d were skipped by the consumer; reading them",
+                                   deltas_topic, partition, expected, offset - 1)
+                    async for skipped in read_range(bootstrap_servers, deltas_topic, partition, expected, offset):
+                        apply(skipped)
+                apply(event.value)
+                progress[str(partition)] = max(offset, -1 if applied is None else applied)
             except Exception:
                 # Deltas are written by txlake: failing on one is a bug. Never ack it (Faust
                 # would skip it): stop the process, the restart replays it.
@@ -85,3 +112,20 @@ def register_table_agent(app: faust.App, deltas_topic: str, partitions: int, out
                 os._exit(EXIT_UNEXPECTED)
 
     return app.agent(deltas, name="txlake.tables")(fold_deltas)
+
+
+async def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, end: int) -> AsyncIterator[bytes]:
+    """The values of ``topic[partition]`` from ``start`` (or the earliest retained) up to ``end`` (excluded)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if record.offset >= end:
+                    return
+                yield record.value
+    finally:
+        await consumer.stop()

@@ -17,6 +17,7 @@ __all__ = [
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
+    "TABLE_DELTA_GAPS",
     "TABLE_UPDATES",
 ]
 
@@ -57,4 +58,8 @@ TABLE_UPDATES = Counter(
     "txlake_table_updates_total",
     "Keys whose aggregate changed in the tables txlake derives, by table.",
     ["table"],
+)
+TABLE_DELTA_GAPS = Counter(
+    "txlake_table_delta_gaps_total",
+    "Ranges of delta messages Faust's consumer skipped and the table agent read back itself.",
 )

@@ -88,7 +88,11 @@ def create_app(
     )
     if deltas is not None:
         register_table_agent(
-            app, settings.table_deltas_topic, table_partitions, {f.table: f.topic for f in feeds if f.table}
+            app,
+            settings.table_deltas_topic,
+            table_partitions,
+            {f.table: f.topic for f in feeds if f.table},
+            settings.kafka.bootstrap_servers,
         )
     uses_warehouse = any(feed.warehouse or feed.is_table for feed in feeds)
 
