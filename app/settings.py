@@ -38,6 +38,7 @@ __all__ = [
     "ErrorsSettings",
     "HealthSettings",
     "KafkaSettings",
+    "KsqlDBSettings",
     "LakeSettings",
     "MySQLSettings",
     "Settings",
@@ -163,6 +164,28 @@ class WebSettings(_Section):
         description="Also export Faust's own per-message sensors (faust_*) on /metrics. They update "
         "labelled metrics for every message: off saves ~15-20% CPU at high rates.",
     )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the /exports endpoint requires. Unset: the endpoint is off (404), never open.",
+    )
+
+
+class KsqlDBSettings(_Section):
+    """The ksqlDB server that batch exports read from (REST API)."""
+
+    url: str = Field("http://127.0.0.1:8088", description="ksqlDB REST endpoint (https:// for TLS).")
+    username: str | None = Field(None, description="Basic auth user; unset: no authentication.")
+    password: SecretStr | None = Field(None, description="Basic auth password, with username.")
+    ca_file: Path | None = Field(None, description="PEM file of the CA that signed the server certificate.")
+    verify: bool = Field(True, description="Verify the server's TLS certificate (off only for a lab).")
+    http2: bool = Field(True, description="Use HTTP/2 when the server offers it over TLS (needs the h2 package).")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Time to open a connection.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Longest silence (no byte at all) inside a response.")
+    stall_timeout_s: float = Field(
+        300.0, gt=0, description="Longest time a query may send keep-alives without a row before it counts as stalled."
+    )
+    retries: int = Field(4, ge=0, le=20, description="Retries of a request that failed before any row arrived.")
+    retry_backoff_s: float = Field(0.5, gt=0, description="First wait between retries (doubles, with jitter).")
 
 
 class HealthSettings(_Section):
@@ -198,6 +221,7 @@ class Settings(BaseSettings):
     blacklist: Blacklist = Blacklist()
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
+    ksqldb: KsqlDBSettings = KsqlDBSettings()
     feeds_file: Path | None = Field(
         None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
     )
