@@ -358,20 +358,25 @@ class Query:
         schema = self.schema
         buffered: list[list[Any]] = []
         async for rows in self.batches():
-            buffered.extend(rows)
-            while len(buffered) >= max_rows:
-                head, buffered = buffered[:max_rows], buffered[max_rows:]
-                yield rows_to_batch(head, schema)
+            buffered += rows
+            if len(buffered) >= max_rows:
+                for start in range(0, len(buffered) - max_rows + 1, max_rows):
+                    yield rows_to_batch(buffered[start:start + max_rows], schema)
+                buffered = buffered[start + max_rows:]
         if buffered:
             yield rows_to_batch(buffered, schema)
 
 
 def rows_to_batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
     """Rows (lists in column order) as one Arrow record batch of ``schema``."""
-    width = len(schema)
-    for row in rows:
-        if len(row) != width:
-            raise KsqlDBProtocolError(f"a row of {len(row)} values for {width} columns: {str(row)[:200]}")
-    columns = list(zip(*rows)) if rows else [()] * width
-    arrays = [to_arrow_array(list(values), field.type) for values, field in zip(columns, schema, strict=True)]
+    if not rows:
+        return schema.empty_table().to_batches()[0] if len(schema) else pa.RecordBatch.from_pylist([])
+    try:
+        columns = list(zip(*rows, strict=True))
+    except ValueError:
+        widths = sorted({len(row) for row in rows})
+        raise KsqlDBProtocolError(f"rows of {widths} values for {len(schema)} columns") from None
+    if len(columns) != len(schema):
+        raise KsqlDBProtocolError(f"rows of {len(columns)} values for {len(schema)} columns")
+    arrays = [to_arrow_array(values, field.type) for values, field in zip(columns, schema)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

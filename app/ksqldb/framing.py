@@ -33,17 +33,24 @@ class LineDecoder:
 
     def feed(self, chunk: bytes) -> list[Any]:
         data = self._tail + chunk if self._tail else chunk
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
-        if len(self._tail) > MAX_PENDING_BYTES:
-            raise KsqlDBProtocolError(f"a line longer than {MAX_PENDING_BYTES} bytes")
-        lines = [line for line in lines if line.strip()]
-        if not lines:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._tail = data
+            if len(data) > MAX_PENDING_BYTES:
+                raise KsqlDBProtocolError(f"a line longer than {MAX_PENDING_BYTES} bytes")
             return []
+        complete, self._tail = data[:end], data[end + 1:]
+        if b"\n\n" in complete or complete[:1].isspace() or complete[-1:].isspace() or b"\r" in complete:
+            # Keep-alive (blank) lines or CRLF: the slow path drops them.
+            lines = [line for line in complete.split(b"\n") if line.strip()]
+            if not lines:
+                return []
+            complete = b"\n".join(lines)
         try:
-            # One parse per chunk instead of one per line: the rows become one JSON array.
-            return json.loads(b"[" + b",".join(lines) + b"]")
+            # One parse per chunk instead of one per line: the lines become one JSON array.
+            return json.loads(b"[" + complete.replace(b"\n", b",") + b"]")
         except ValueError:
+            lines = complete.split(b"\n")
             for line in lines:  # find the culprit for the message
                 try:
                     json.loads(line)

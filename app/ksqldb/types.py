@@ -230,4 +230,4 @@ def to_arrow_array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     fix = _converter(kind)
     if fix is not None:
         values = [fix(v) for v in values]
-    return pa.array(values, type=kind)
+    return pa.array(values if isinstance(values, list | tuple) else list(values), type=kind)

@@ -101,3 +101,9 @@ def test_rows_of_every_type_become_one_typed_record_batch() -> None:
     assert all(value is None for value in batch.to_pylist()[1].values())
     with pytest.raises(KsqlDBProtocolError, match="2 values for 11 columns"):
         rows_to_batch([[1, 2]], schema)
+
+
+@pytest.mark.parametrize("size", [1, 4, 16, 10_000])
+def test_delimited_keepalive_newlines_anywhere(size: int) -> None:
+    body = b"\n" + json.dumps(META).encode() + b"\n\n\n[1]\r\n[2]\n\n"
+    assert _feed_split(LineDecoder(), body, size) == [META, [1], [2]]
