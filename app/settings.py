@@ -41,6 +41,7 @@ __all__ = [
     "LakeSettings",
     "MySQLSettings",
     "Settings",
+    "SnapshotSettings",
     "WebSettings",
 ]
 
@@ -163,6 +164,44 @@ class WebSettings(_Section):
         description="Also export Faust's own per-message sensors (faust_*) on /metrics. They update "
         "labelled metrics for every message: off saves ~15-20% CPU at high rates.",
     )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required by POST /snapshots/{table}; unset: taking snapshots over HTTP is "
+        "disabled (403). Reading (GET /snapshots) needs no token.",
+    )
+
+
+class SnapshotSettings(_Section):
+    """Snapshot versions of the four tables (README "Snapshot versions")."""
+
+    schedule: str | None = Field(
+        "0 0 * * *",
+        description="Cron expression (UTC) for scheduled versions of every table; empty/null: no schedule.",
+    )
+    retention_versions: int = Field(
+        30, ge=1, description="Complete versions kept per table; older ones expire (rows and lake files removed)."
+    )
+    lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A building version whose taker has not renewed its lease for this long is failed by recovery.",
+    )
+    maintenance_interval_s: float = Field(
+        60.0, gt=0, description="How often a worker runs recovery (fail abandoned, publish pending) and retention."
+    )
+    rows_per_file: int = Field(1_000_000, ge=1, description="Rows per Parquet file of a version.")
+    row_group_rows: int = Field(65_536, ge=1, description="Rows per Parquet row group (memory per taker).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
 
 
 class HealthSettings(_Section):
@@ -198,6 +237,7 @@ class Settings(BaseSettings):
     blacklist: Blacklist = Blacklist()
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     feeds_file: Path | None = Field(
         None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
     )
