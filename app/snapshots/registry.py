@@ -105,7 +105,7 @@ async def allocate(
     async with connection.cursor() as cursor:
         await connection.begin()
         try:
-            await cursor.execute("INSERT IGNORE INTO txlake_snapshot_tables (table_name) VALUES (%s)", (table,))
+            await cursor.execute("INSERT INTO txlake_snapshot_tables (table_name) VALUES (%s) ON DUPLICATE KEY UPDATE table_name = table_name", (table,))
             await cursor.execute("SELECT table_name FROM txlake_snapshot_tables WHERE table_name = %s FOR UPDATE", (table,))
             await cursor.fetchall()
             existing = await _select(cursor, "table_name = %s AND trigger_key = %s", (table, trigger_key))

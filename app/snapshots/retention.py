@@ -1,7 +1,7 @@
 """Retention: keep the newest N complete versions of each table; older ones expire.
 
 Expiring a version is one MySQL transaction (``status = 'expired'`` and ``DELETE`` of its fact
-rows), then the lake directory is removed and ``lake_path`` cleared. A crash in between leaves an
+rows), then the lake directory is removed, ``lake_path`` cleared and the catalog rewritten. A crash in between leaves an
 expired row with ``lake_path`` set; recovery removes the directory then.
 """
 
@@ -15,6 +15,7 @@ import aiomysql
 from app.lake_catalog.files import remove_tree
 from app.metrics import SNAPSHOT_VERSIONS
 from app.sinks.lake_storage import LakeStorage
+from app.snapshots.publish import refresh_catalog
 from app.snapshots.registry import VersionInfo, clear_path, list_versions
 from app.snapshots.tables import TableSpec
 
@@ -45,8 +46,11 @@ async def expire_old_versions(
         SNAPSHOT_VERSIONS.labels(spec.name, "expired").inc()
         logger.info("%s v%d expired (retention keeps %d)", spec.name, info.version, keep)
         expired.append(info.version)
-    for info in await list_versions(connection, spec.name, "status = 'expired' AND lake_path IS NOT NULL"):
+    leftovers = await list_versions(connection, spec.name, "status = 'expired' AND lake_path IS NOT NULL")
+    for info in leftovers:
         await remove_expired_files(connection, storage, info)
+    if expired or leftovers:
+        await refresh_catalog(connection, storage, spec)
     return expired
 
 

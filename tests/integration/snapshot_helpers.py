@@ -47,7 +47,7 @@ async def write_live(
         await conn.begin()
         users = sorted({r[0] for r in rows})
         if users:
-            await cur.executemany("INSERT IGNORE INTO dim_users (user_id, is_inferred) VALUES (%s, TRUE)", [(u,) for u in users])
+            await cur.executemany("INSERT INTO dim_users (user_id, is_inferred) VALUES (%s, TRUE) ON DUPLICATE KEY UPDATE user_id = user_id", [(u,) for u in users])
         if rows:
             await cur.executemany(
                 "INSERT INTO fact_user_transaction_summary (user_id, transaction_type, total_amount, "
