@@ -17,6 +17,9 @@ __all__ = [
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
+    "SNAPSHOT_DURATION",
+    "SNAPSHOT_LATEST_VERSION",
+    "SNAPSHOT_VERSIONS",
 ]
 
 RECORDS_LANDED = Counter(
@@ -51,4 +54,18 @@ DEAD_LETTER_TOPIC_RECORDS = Counter(
     "txlake_dead_letter_topic_records_total",
     "Records read from the dead-letter topic by this worker's share of it, by source topic and reason.",
     ["source_topic", "reason"],
+)
+SNAPSHOT_VERSIONS = Counter(
+    "txlake_snapshot_versions_total",
+    "Snapshot versions that reached a final state in this process, by table and status (complete, failed, expired).",
+    ["table", "status"],
+)
+SNAPSHOT_LATEST_VERSION = Gauge(
+    "txlake_snapshot_latest_version", "Newest complete snapshot version this process has seen, by table.", ["table"]
+)
+SNAPSHOT_DURATION = Histogram(
+    "txlake_snapshot_duration_seconds",
+    "Time to take one snapshot version (stage, commit, publish), by table.",
+    ["table"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800),
 )

@@ -42,6 +42,7 @@ __all__ = [
     "LakeSettings",
     "MySQLSettings",
     "Settings",
+    "SnapshotSettings",
     "WebSettings",
 ]
 
@@ -166,7 +167,9 @@ class WebSettings(_Section):
     )
     api_token: SecretStr | None = Field(
         None,
-        description="Bearer token the /exports endpoint requires. Unset: the endpoint is off (404), never open.",
+        description="Bearer token required by POST /snapshots/{table} and /exports; unset: taking snapshots "
+        "over HTTP is disabled (403) and /exports is off (404), never open. "
+        "Reading (GET /snapshots) needs no token.",
     )
 
 
@@ -186,6 +189,39 @@ class KsqlDBSettings(_Section):
     )
     retries: int = Field(4, ge=0, le=20, description="Retries of a request that failed before any row arrived.")
     retry_backoff_s: float = Field(0.5, gt=0, description="First wait between retries (doubles, with jitter).")
+
+
+class SnapshotSettings(_Section):
+    """Snapshot versions of the four tables (README "Snapshot versions")."""
+
+    schedule: str | None = Field(
+        "0 0 * * *",
+        description="Cron expression (UTC) for scheduled versions of every table; empty/null: no schedule.",
+    )
+    retention_versions: int = Field(
+        30, ge=1, description="Complete versions kept per table; older ones expire (rows and lake files removed)."
+    )
+    lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A building version whose taker has not renewed its lease for this long is failed by recovery.",
+    )
+    maintenance_interval_s: float = Field(
+        60.0, gt=0, description="How often a worker runs recovery (fail abandoned, publish pending) and retention."
+    )
+    rows_per_file: int = Field(1_000_000, ge=1, description="Rows per Parquet file of a version.")
+    row_group_rows: int = Field(65_536, ge=1, description="Rows per Parquet row group (memory per taker).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
 
 
 class HealthSettings(_Section):
@@ -222,6 +258,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
     ksqldb: KsqlDBSettings = KsqlDBSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     feeds_file: Path | None = Field(
         None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
     )

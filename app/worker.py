@@ -23,6 +23,8 @@ from app.settings import Settings
 from app.sinks.base import Sink
 from app.sinks.lake import LakeSink
 from app.sinks.warehouse import WarehouseSink
+from app.snapshots.service import Snapshotter
+from app.snapshots.web import mount_snapshots
 
 __all__ = ["create_app"]
 
@@ -102,11 +104,14 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
 
     health = Health(settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
     _mount_health(app, health)
+    snapshotter = Snapshotter(settings)
+    mount_snapshots(app, settings, snapshotter)
 
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
         fetcher.stop()
         await health.close()
+        await snapshotter.close()
         await warehouse.stop()
 
     return app
