@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from app.errors import ConfigurationError
+from app.exports.cli import register as register_export_command
 from app.feeds import Feed, load_feeds
 from app.lake_catalog.commands import register as register_lake_commands
 from app.settings import Settings
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("report", help="show where the data landed").set_defaults(run=cmd_report)
     register_snapshot_commands(commands)
     register_lake_commands(commands)
+    register_export_command(commands)
     return parser
 
 

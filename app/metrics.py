@@ -13,6 +13,9 @@ __all__ = [
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DEAD_LETTER_TOPIC_RECORDS",
+    "EXPORTS",
+    "EXPORT_DURATION",
+    "EXPORT_ROWS",
     "LEDGER_POSITION",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
@@ -68,4 +71,14 @@ SNAPSHOT_DURATION = Histogram(
     "Time to take one snapshot version (stage, commit, publish), by table.",
     ["table"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800),
+)
+EXPORTS = Counter(
+    "txlake_exports_total", "Batch re-exports from ksqlDB started by this worker, by kind and final state.", ["kind", "state"]
+)
+EXPORT_ROWS = Counter("txlake_export_rows_total", "Rows exported from ksqlDB by this worker's exports, by kind.", ["kind"])
+EXPORT_DURATION = Histogram(
+    "txlake_export_duration_seconds",
+    "Time from start to final state of one export, by kind.",
+    ["kind"],
+    buckets=(1, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
 )

@@ -14,6 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from app.dead_letters import DeadLetterPublisher
+from app.exports.jobs import ExportJobs
+from app.exports.web import mount_exports
 from app.feeds import Feed, load_feeds
 from app.fetcher import FetchedBatch, StreamFetcher
 from app.health import Health
@@ -106,12 +108,15 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
     _mount_health(app, health)
     snapshotter = Snapshotter(settings)
     mount_snapshots(app, settings, snapshotter)
+    exports = ExportJobs(settings)
+    mount_exports(app, settings, exports)
 
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
         fetcher.stop()
         await health.close()
         await snapshotter.close()
+        await exports.close()
         await warehouse.stop()
 
     return app
