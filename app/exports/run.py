@@ -76,8 +76,12 @@ async def run_export(
         status.phase = "busy"
         status.finish("failed", str(exc))
     except (TxlakeError, OSError) as exc:
-        logger.error("export %s of %s failed: %s", export_id, request.source, exc)
-        status.finish("failed", f"{type(exc).__name__}: {exc}")
+        if cancel.is_set() and status.phase in CANCELLABLE_PHASES:
+            # Cancelled work can also surface as an error (pyarrow aborts a write on a signal).
+            status.finish("cancelled", f"cancelled before anything became visible ({type(exc).__name__})")
+        else:
+            logger.error("export %s of %s failed: %s", export_id, request.source, exc)
+            status.finish("failed", f"{type(exc).__name__}: {exc}")
     report(force=True)
     return status
 
