@@ -171,6 +171,50 @@ class KsqlDBTestServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def asgi(self) -> Callable[..., Any]:
+        """``/query-stream`` (delimited) as an ASGI app, for an HTTP/2-capable server (hypercorn, TLS + ALPN).
+
+        ksqlDB ≥ 0.24 serves ``/query-stream`` over HTTP/2; aiohttp speaks only HTTP/1.1. The
+        datasets, query planning and framing are the ones above; the misbehaviour knobs are not.
+        """
+
+        async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+            if scope["type"] == "lifespan":
+                while (message := await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            raw = b""
+            while True:
+                message = await receive()
+                raw += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            self.requests.append((scope["path"], f"HTTP/{scope['http_version']}"))
+            try:
+                if scope["path"] != "/query-stream" or scope["method"] != "POST":
+                    raise _BadStatement(40400, "HTTP 404 Not Found")
+                plan = self._plan(str(json.loads(raw).get("sql", "")))
+            except _BadStatement as bad:
+                status = bad.code // 100
+                body = json.dumps({"@type": "generic_error", "error_code": bad.code, "message": bad.message}).encode()
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", DELIMITED.encode())]})
+            meta = {"queryId": f"transient_{plan.source.name}_{uuid.uuid4().int % 10**18}",
+                    "columnNames": plan.names, "columnTypes": plan.types}
+            lines = [json.dumps(meta).encode()]
+            for row in self._selected(plan, earliest=True):
+                lines.append(json.dumps(row).encode())
+                if len(lines) >= 100:
+                    await send({"type": "http.response.body", "body": b"\n".join(lines) + b"\n", "more_body": True})
+                    lines = []
+            await send({"type": "http.response.body", "body": b"\n".join(lines) + b"\n" if lines else b""})
+
+        return app
+
     # -- request plumbing --------------------------------------------------------------------
 
     def _gate(self, request: web.Request) -> web.Response | None:

@@ -214,3 +214,43 @@ async def test_rows_stream_into_parquet_row_groups(server: KsqlDBTestServer, tmp
     assert progress.rows == table.num_rows == DATASETS["USER_TRANSACTION_SUMMARY"].count
     assert pq.ParquetFile(target).num_row_groups == progress.row_groups > 1
     assert table.to_pylist()[0] == dict(zip([c.name for c in query.columns], _expected("USER_TRANSACTION_SUMMARY")[0]))
+
+
+async def test_query_stream_over_http2_when_the_server_offers_it(tmp_path: Path) -> None:
+    """TLS with ALPN: the client speaks HTTP/2 to a server that offers it, HTTP/1.1 when told not to."""
+    import subprocess
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = KsqlDBTestServer(DATASETS)
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.certfile, config.keyfile = str(cert), str(key)
+    config.accesslog = config.errorlog = None
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(serve(server.asgi(), config, shutdown_trigger=stop.wait))
+    try:
+        await asyncio.sleep(0.5)
+        for http2, version in ((True, "HTTP/2"), (False, "HTTP/1.1")):
+            settings = KsqlDBSettings(url=f"https://127.0.0.1:{port}", ca_file=cert, http2=http2, retries=3,
+                                      retry_backoff_s=0.2)
+            async with KsqlDBClient(settings) as client:
+                rows, query = await _all_rows(client, "SELECT * FROM TRANSACTION_FLATTENED;")
+            assert query.http_version == version and query.complete
+            assert rows == _expected("TRANSACTION_FLATTENED")
+        assert [v for _, v in server.requests] == ["HTTP/2", "HTTP/1.1"]
+        # an untrusted certificate is refused (verification on by default)
+        async with KsqlDBClient(KsqlDBSettings(url=f"https://127.0.0.1:{port}", retries=0)) as client:
+            with pytest.raises(KsqlDBUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                await _all_rows(client, "SELECT * FROM TRANSACTION_FLATTENED;")
+    finally:
+        stop.set()
+        await serving
