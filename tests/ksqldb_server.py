@@ -350,11 +350,12 @@ class KsqlDBTestServer:
         refused = self._gate(request)
         if refused is not None:
             return refused
+        body: dict[str, Any] = {}
         try:
             body = await self._json_body(request)
             plan = self._plan(str(body.get("sql", "")))
         except _BadStatement as bad:
-            return _error(400, bad.code, bad.message, statement=str(locals().get("body", {}).get("sql", "")))
+            return _error(400, bad.code, bad.message, statement=str(body.get("sql", "")))
         delimited = DELIMITED in request.headers.get("Accept", DELIMITED) or "*/*" in request.headers.get("Accept", "")
         earliest = (body.get("properties") or {}).get("auto.offset.reset") == "earliest"
         query_id = f"transient_{plan.source.name}_{uuid.uuid4().int % 10**18}"
@@ -392,11 +393,12 @@ class KsqlDBTestServer:
         refused = self._gate(request)
         if refused is not None:
             return refused
+        body: dict[str, Any] = {}
         try:
             body = await self._json_body(request)
             plan = self._plan(str(body.get("ksql", "")))
         except _BadStatement as bad:
-            return _error(400, bad.code, bad.message, statement=str(locals().get("body", {}).get("ksql", "")))
+            return _error(400, bad.code, bad.message, statement=str(body.get("ksql", "")))
         props = body.get("streamsProperties") or {}
         earliest = "earliest" in (props.get("ksql.streams.auto.offset.reset"), props.get("auto.offset.reset"))
         query_id = f"transient_{plan.source.name}_{uuid.uuid4().int % 10**18}"

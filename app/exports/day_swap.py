@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.sinks.lake import DayPartition, LedgerEntry
-from app.sinks.lake_storage import CONTROL_DIR
+from app.sinks.lake_storage import CONTROL_DIR, LocalStorage
 
 __all__ = ["DaySwap", "FILE_NAME", "cut_of", "exchange", "recover_work", "work_root"]
 
@@ -98,6 +98,7 @@ class DaySwap:
     topic: str
     cut: dict[int, int]
     work: Path
+    fsync: bool = True
 
     def live(self, day: DayPartition) -> Path:
         return self.root / self.dataset / day.path
@@ -128,7 +129,7 @@ class DaySwap:
                     kept += 1
                 except FileNotFoundError:
                     pass  # moved away meanwhile: settle() sorts it out
-        _fsync_dir(new)
+        self._sync(new)
         self._journal(day, "exchanging")
         if live.is_dir():
             exchange(new, live)
@@ -140,7 +141,7 @@ class DaySwap:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 exchange(new, live)
-        _fsync_dir(live.parent)
+        self._sync(live.parent)
         self.settle(day)
         self._journal(day, "done")
         return {"written": len(files), "kept": kept, "replaced": replaced}
@@ -157,6 +158,9 @@ class DaySwap:
                 os.replace(entry.path, live / entry.name)
                 logger.info("export: kept %s that landed during the swap of %s", entry.name, live)
         shutil.rmtree(leftover)
+
+    def _sync(self, directory: Path) -> None:
+        LocalStorage(self.root, self.fsync).sync_directory(str(directory.relative_to(self.root)))
 
     def _journal(self, day: DayPartition, state: str) -> None:
         path = self.work / "journal.json"
@@ -192,10 +196,3 @@ def recover_work(root: Path, dataset: str) -> int:
         count += 1
     return count
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -65,8 +65,8 @@ class _DayFile:
 
 
 class _Stager:
-    def __init__(self, feed: Feed, staging: Path, compression: str | None) -> None:
-        self.feed, self.staging, self.compression = feed, staging, compression
+    def __init__(self, feed: Feed, staging: Path, compression: str | None, fsync: bool) -> None:
+        self.feed, self.staging, self.compression, self.fsync = feed, staging, compression, fsync
         self.files: dict[tuple[date, int], _DayFile] = {}
         self.lowest: dict[int, int] = {}  # lowest offset ksqlDB served, per partition
 
@@ -92,17 +92,18 @@ class _Stager:
         target.records, target.offsets = [], []
 
     def close(self) -> dict[date, list[tuple[Path, str]]]:
-        """Flush and fsync every file; ``{day: [(staged path, final name)]}``."""
+        """Flush and (with ``lake.fsync``) fsync every file; ``{day: [(staged path, final name)]}``."""
         by_day: dict[date, list[tuple[Path, str]]] = {}
         for (day, partition), target in sorted(self.files.items()):
             self._flush(target)
             assert target.writer is not None and target.first_offset is not None
             target.writer.close()
-            fd = os.open(target.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self.fsync:
+                fd = os.open(target.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             name = f"{self.feed.topic}+{partition}+{target.first_offset:020d}.parquet"
             by_day.setdefault(day, []).append((target.path, name))
         return by_day
@@ -144,7 +145,8 @@ async def export_stream(
     staging = work / "staged"
     staging.mkdir(parents=True, exist_ok=True)
     first, last = request.range.from_day, request.range.to_day
-    stager = _Stager(feed, staging, None if settings.lake.compression == "none" else settings.lake.compression)
+    compression = None if settings.lake.compression == "none" else settings.lake.compression
+    stager = _Stager(feed, staging, compression, settings.lake.fsync)
     dimensions = [DIMENSIONS[name] for name in feed.warehouse]
     latest: dict[str, dict[Any, Any]] = {d.table: {} for d in dimensions}
     model = feed.record_kind.model
@@ -184,7 +186,7 @@ async def export_stream(
                 status.bytes = query.bytes
                 report()
         files = await asyncio.to_thread(stager.close)
-        swap = DaySwap(root, feed.dataset, feed.topic, cut, work)
+        swap = DaySwap(root, feed.dataset, feed.topic, cut, work, settings.lake.fsync)
         _check_coverage(swap, request, stager.lowest)
         status.phase = "swapping"
         report()

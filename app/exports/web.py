@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -27,6 +28,7 @@ from app.exports.jobs import ExportJobs
 from app.exports.lock import DatasetBusy
 from app.exports.request import ExportRequest
 from app.exports.run import resolve_feed
+from app.exports.status import ExportStatus
 from app.settings import Settings
 
 __all__ = ["MAX_BODY_BYTES", "mount_exports"]
@@ -84,22 +86,20 @@ def mount_exports(app: faust.App, settings: Settings, jobs: ExportJobs) -> None:
 
     class ExportItem(View):
         async def get(self, request: Any, export_id: str) -> Any:
-            denied = refused(self, request)
-            if denied is not None:
-                return denied
-            status = jobs.get(export_id)
-            if status is None:
-                return self.json({"error": f"no export {export_id}"}, status=404)
-            return self.json(status.to_json())
+            return self._answer(request, export_id, jobs.get, 200)
 
         async def delete(self, request: Any, export_id: str) -> Any:
+            return self._answer(request, export_id, jobs.cancel, 202)
+
+        def _answer(self, request: Any, export_id: str, action: Callable[[str], ExportStatus | None],
+                    success: int) -> Any:
             denied = refused(self, request)
             if denied is not None:
                 return denied
-            status = jobs.cancel(export_id)
+            status = action(export_id)
             if status is None:
                 return self.json({"error": f"no export {export_id}"}, status=404)
-            return self.json(status.to_json(), status=202)
+            return self.json(status.to_json(), status=success)
 
     app.page("/exports")(Exports)
     app.page("/exports/{export_id}")(ExportItem)
