@@ -22,8 +22,8 @@ unit:               ## unit tests only (no services)
 bench:              ## the throughput benchmark (writes bench/results and the README table)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.run
 
-bench-export:       ## 5M-row ksqlDB table export into Parquet (test server; writes bench/results/export-*.json)
-	bash scripts/bootstrap.sh && .venv/bin/python -m bench.export_bench --rows 5000000
+bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (writes bench/results/export-*.json)
+	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000
 
 clean:              ## remove the demo lake and local worker state (not the services' data)
 	rm -rf lake .infra/worker .infra/worker.log

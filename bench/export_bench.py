@@ -7,12 +7,17 @@ writes the Arrow batches as Parquet row groups (:func:`app.ksqldb.write_parquet`
 and this process's peak RSS (``ru_maxrss``: the client side only; the server is another process).
 
     python -m bench.export_bench --rows 5000000       # writes bench/results/export-<time>.json
+
+``--warehouse-rows N`` also runs a full table export of N rows (``txlake export table``'s code:
+ksqlDB → snapshot version in the lake and the configured MariaDB) and reports its rate apart:
+the warehouse load is the snapshot protocol's, not the client's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -22,13 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from app.exports.request import ExportRequest
+from app.exports.status import ExportStatus
+from app.exports.table import export_table
 from app.ksqldb import KsqlDBClient, write_parquet
-from app.settings import KsqlDBSettings
+from app.settings import KsqlDBSettings, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_ROWS_PER_S = 100_000
@@ -57,29 +66,52 @@ async def _export(url: str, target: Path, batch_rows: int) -> dict[str, float]:
             "row_groups": progress.row_groups, "parquet_bytes": progress.bytes, "response_bytes": received}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--batch-rows", type=int, default=65_536, help="rows per Arrow batch / Parquet row group")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    args = parser.parse_args()
+async def _export_to_warehouse(url: str, lake: Path) -> dict[str, float]:
+    settings = Settings(ksqldb={"url": url, "read_timeout_s": 120}, lake={"root": str(lake), "fsync": False})
+    status = ExportStatus("bench", "USER_TRANSACTION_SUMMARY", "table")
+    started = time.perf_counter()
+    async with KsqlDBClient(settings.ksqldb) as client:
+        await export_table(settings, ExportRequest(source="USER_TRANSACTION_SUMMARY", kind="table"), status, client,
+                           lambda: None)
+    elapsed = time.perf_counter() - started
+    return {"rows": status.rows, "seconds": round(elapsed, 2), "rows_per_s": round(status.rows / elapsed),
+            "version": status.result["version"], "mysql_port": settings.mysql.port}
+
+
+@contextlib.contextmanager
+def _test_server(rows: int) -> Iterator[str]:
+    """The test ksqlDB server in its own process, serving ``rows`` rows of USER_TRANSACTION_SUMMARY."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.ksqldb_server", "--port", str(port), "--count", "200",
-         "--bench-rows", str(args.rows)],
+        [sys.executable, "-m", "tests.ksqldb_server", "--port", str(port), "--count", "200", "--bench-rows", str(rows)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert server.stdout is not None
         server.stdout.readline()  # "ksqlDB test server on …": listening
-        with tempfile.TemporaryDirectory() as scratch:
-            target = Path(scratch) / "export.parquet"
-            figures = asyncio.run(_export(f"http://127.0.0.1:{port}", target, args.batch_rows))
-            assert pq.ParquetFile(target).metadata.num_rows == args.rows, "rows lost on the way"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--batch-rows", type=int, default=65_536, help="rows per Arrow batch / Parquet row group")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--warehouse-rows", type=int, default=0,
+                        help="also time a full table export (lake + MariaDB) of this many rows")
+    args = parser.parse_args()
+    with _test_server(args.rows) as url, tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "export.parquet"
+        figures = asyncio.run(_export(url, target, args.batch_rows))
+        assert pq.ParquetFile(target).metadata.num_rows == args.rows, "rows lost on the way"
     figures["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    warehouse = None
+    if args.warehouse_rows:
+        with _test_server(args.warehouse_rows) as url, tempfile.TemporaryDirectory() as scratch:
+            warehouse = asyncio.run(_export_to_warehouse(url, Path(scratch)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     result = {
         "benchmark": "ksqlDB table export → Parquet (client side)",
@@ -91,6 +123,7 @@ def main() -> int:
         **figures,
         "targets": {"rows_per_s": TARGET_ROWS_PER_S, "peak_rss_mb": TARGET_PEAK_RSS_MB},
         "passed": figures["rows_per_s"] >= TARGET_ROWS_PER_S and figures["peak_rss_mb"] <= TARGET_PEAK_RSS_MB,
+        "full_export_to_lake_and_warehouse": warehouse,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"export-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
