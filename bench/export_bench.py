@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,7 @@ async def _export(url: str, target: Path, batch_rows: int) -> dict[str, float]:
 
 async def _export_to_warehouse(url: str, lake: Path) -> dict[str, float]:
     settings = Settings(ksqldb={"url": url, "read_timeout_s": 120}, lake={"root": str(lake), "fsync": False})
-    status = ExportStatus("bench", "USER_TRANSACTION_SUMMARY", "table")
+    status = ExportStatus(f"bench-{uuid.uuid4().hex}", "USER_TRANSACTION_SUMMARY", "table")  # a new version each run
     started = time.perf_counter()
     async with KsqlDBClient(settings.ksqldb) as client:
         await export_table(settings, ExportRequest(source="USER_TRANSACTION_SUMMARY", kind="table"), status, client,

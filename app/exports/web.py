@@ -62,7 +62,9 @@ def mount_exports(app: faust.App, settings: Settings, jobs: ExportJobs) -> None:
                 return denied
             if (request.content_length or 0) > MAX_BODY_BYTES:
                 return self.json({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, status=413)
-            raw = await request.content.read(MAX_BODY_BYTES + 1)
+            raw = b""
+            while len(raw) <= MAX_BODY_BYTES and (piece := await request.content.read(MAX_BODY_BYTES + 1 - len(raw))):
+                raw += piece  # a chunked body has no Content-Length: stop reading past the limit
             if len(raw) > MAX_BODY_BYTES:
                 return self.json({"error": f"body larger than {MAX_BODY_BYTES} bytes"}, status=413)
             try:
