@@ -370,7 +370,7 @@ class Query:
 def rows_to_batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
     """Rows (lists in column order) as one Arrow record batch of ``schema``."""
     if not rows:
-        return schema.empty_table().to_batches()[0] if len(schema) else pa.RecordBatch.from_pylist([])
+        return pa.RecordBatch.from_pylist([], schema=schema)
     try:
         columns = list(zip(*rows, strict=True))
     except ValueError:

@@ -107,3 +107,9 @@ def test_rows_of_every_type_become_one_typed_record_batch() -> None:
 def test_delimited_keepalive_newlines_anywhere(size: int) -> None:
     body = b"\n" + json.dumps(META).encode() + b"\n\n\n[1]\r\n[2]\n\n"
     assert _feed_split(LineDecoder(), body, size) == [META, [1], [2]]
+
+
+def test_no_rows_make_an_empty_batch_of_the_schema() -> None:
+    schema = pa.schema([pa.field("A", pa.int64()), pa.field("T", parse_type("TIMESTAMP"))])
+    batch = rows_to_batch([], schema)
+    assert batch.num_rows == 0 and batch.schema == schema
