@@ -15,7 +15,7 @@ from app.errors import ConfigurationError, TxlakeError
 from app.exports.lock import DatasetBusy, DatasetLock
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
-from app.exports.stream import export_stream
+from app.exports.stream import ExportError, export_stream
 from app.exports.table import export_table
 from app.feeds import Feed, load_feeds
 from app.ksqldb import KsqlDBClient
@@ -63,6 +63,7 @@ async def run_export(
         feed = resolve_feed(settings, request)
         with DatasetLock(settings, request.dataset):
             async with KsqlDBClient(settings.ksqldb) as client:
+                await _check_source_kind(client, request)
                 if feed is None:
                     work = export_table(settings, request, status, client, report)
                 else:
@@ -84,6 +85,13 @@ async def run_export(
             status.finish("failed", f"{type(exc).__name__}: {exc}")
     report(force=True)
     return status
+
+
+async def _check_source_kind(client: KsqlDBClient, request: ExportRequest) -> None:
+    """``DESCRIBE`` the source: it must exist in ksqlDB and be of the requested kind."""
+    described = await client.describe(request.source.upper())
+    if str(described.get("type", "")).upper() != request.kind.upper():
+        raise ExportError(f"{request.source} is a ksqlDB {described.get('type')}, not a {request.kind.upper()}")
 
 
 async def _run_cancellable(work: object, status: ExportStatus, cancel: asyncio.Event) -> None:

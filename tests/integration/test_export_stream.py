@@ -141,21 +141,40 @@ async def test_stream_export_races_the_running_worker_without_duplicates_or_gaps
     assert final["skipped_rows"] == 0 and final["rows"] == 800
 
 
-async def test_stream_export_refuses_when_ksqldb_lost_offsets_the_lake_holds(landed: Any) -> None:
+async def test_stream_exports_that_fail_or_are_cancelled_change_nothing(landed: Any) -> None:
     deployment = landed
+    lake = Path(deployment.settings.lake.root)
     server = await _ksqldb_for(deployment)
     try:
-        rows = list(server.datasets["TRANSACTION_STREAM"].rows())
-        server.datasets["TRANSACTION_STREAM"].rows = lambda: iter([r for r in rows if not (r[1] == 0 and r[2] < 50)])
-        before = sorted(p for p in Path(deployment.settings.lake.root).rglob("*.parquet"))
+        before = sorted(lake.rglob("*.parquet"))
         first, last = _range(_days(deployment))
         env = {**deployment.env, "TXLAKE_KSQLDB__URL": server.url}
-        export = await ExportProcess.start(env, "stream", "TRANSACTION_STREAM", "--from-day", first, "--to-day", last)
+        args = ("stream", "TRANSACTION_STREAM", "--from-day", first, "--to-day", last)
+        # ksqlDB no longer serves offsets the lake holds (Kafka retention): refused
+        rows = list(server.datasets["TRANSACTION_STREAM"].rows())
+        server.datasets["TRANSACTION_STREAM"].rows = lambda: iter([r for r in rows if not (r[1] == 0 and r[2] < 50)])
+        code, final = await (await ExportProcess.start(env, *args)).finish()
+        assert code == 1 and "retention" in final["errors"][-1]
+        server.datasets["TRANSACTION_STREAM"].rows = lambda: iter(rows)
+        # a pre-0.24 ksqlDB has no ROWPARTITION/ROWOFFSET: refused with ksqlDB's own error
+        server.knobs.legacy = True
+        code, final = await (await ExportProcess.start(env, *args)).finish()
+        assert code == 1 and "ROWPARTITION" in final["errors"][-1] and "40001" in final["errors"][-1]
+        server.knobs.legacy = False
+        # a source ksqlDB does not have (DESCRIBE before any query)
+        code, final = await (await ExportProcess.start(env, "table", "PAYMENT_METHOD_TOTALS")).finish()
+        assert code == 1 and "Could not find" in final["errors"][-1] and "[40001]" in final["errors"][-1]
+        # cancelled (SIGTERM) while querying
+        server.knobs.row_delay_s = 0.01
+        export = await ExportProcess.start(env, *args)
+        await export.wait_for_rows(20)
+        export.process.terminate()
         code, final = await export.finish()
+        assert code == 130 and final["state"] == "cancelled"
     finally:
         await server.stop()
-    assert code == 1 and "retention" in final["errors"][-1]
-    assert sorted(p for p in Path(deployment.settings.lake.root).rglob("*.parquet")) == before
+    assert sorted(lake.rglob("*.parquet")) == before
+    assert not list((lake / "_txlake" / "exports" / "work").glob("*/*"))
 
 
 async def _execute(warehouse_db: Any, sql: str, args: list[Any]) -> None:
