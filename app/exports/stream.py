@@ -9,9 +9,9 @@ Steps: lock the dataset, clean up after killed exports, read the cut, run
 ``SELECT *, ROWPARTITION, ROWOFFSET FROM <S> WHERE ROWTIME >= … AND ROWTIME < …;`` (the
 streams' ROWTIME is their event time), validate each row with the feed's record model, keep
 the rows of the range at or below the cut, stage one Parquet file per (day, partition), check
-that ksqlDB still holds every offset the lake has in the range (Kafka retention may have
-dropped old ones: then nothing is replaced), exchange the days, then upsert the dimensions the
-feed feeds (latest event wins, never REPLACE).
+that ksqlDB served every record the lake has in the range (Kafka retention may have dropped old
+ones: then nothing is replaced), exchange the days, then upsert the dimensions the feed feeds
+(latest event wins, never REPLACE).
 
 Cancellation or failure before the first exchange leaves the lake as it was. The exchanges
 themselves are not cancellable (renames, milliseconds); a crash between two days leaves every
@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
@@ -58,6 +59,7 @@ class _DayFile:
 
     path: Path
     partition: int
+    rows: int = 0
     first_offset: int | None = None
     writer: pq.ParquetWriter | None = None
     records: list[Any] = field(default_factory=list)
@@ -77,6 +79,7 @@ class _Stager:
             target = self.files[key] = _DayFile(self.staging / f"{day.isoformat()}+{partition}.parquet.tmp", partition)
         target.records.append(record)
         target.offsets.append(offset)
+        target.rows += 1
         if target.first_offset is None or offset < target.first_offset:
             target.first_offset = offset
         if len(target.records) >= FLUSH_ROWS:
@@ -187,7 +190,7 @@ async def export_stream(
                 report()
         files = await asyncio.to_thread(stager.close)
         swap = DaySwap(root, feed.dataset, feed.topic, cut, work, settings.lake.fsync)
-        _check_coverage(swap, request, stager.lowest)
+        _check_coverage(swap, request, stager)
         status.phase = "swapping"
         report()
         swapped = True  # from here on: finish the exchanges even if cancelled
@@ -212,19 +215,43 @@ def _remember_latest(seen: dict[Any, Any], dimension: Any, record: Any) -> None:
         seen[key] = record
 
 
-def _check_coverage(swap: DaySwap, request: ExportRequest, lowest: dict[int, int]) -> None:
-    """Refuse when the lake holds, in the range, offsets ksqlDB no longer serves (retention)."""
+def _check_coverage(swap: DaySwap, request: ExportRequest, stager: _Stager) -> None:
+    """Refuse to replace records ksqlDB did not serve: nothing is changed then.
+
+    Two checks per day and partition, on the live files the export would replace: none may
+    start below the lowest offset ksqlDB returned for the partition (Kafka retention dropped
+    it), and together they may not hold more rows than the export has (rows ksqlDB did not
+    return: a ROWTIME that is not the event time, a filtered source). An unreadable file counts
+    as empty: replacing it is the repair.
+    """
     assert request.range is not None
     for day in request.range.days():
+        held: dict[int, int] = {}
         for name in swap.replaced_files(_day(day)):
             match = FILE_NAME.match(name)
             assert match is not None
             partition, start = int(match.group("partition")), int(match.group("start"))
-            if partition not in lowest or start < lowest[partition]:
+            lowest = stager.lowest.get(partition)
+            if lowest is None or start < lowest:
                 raise ExportError(
                     f"ksqlDB no longer serves offset {start} of partition {partition} that the lake holds "
                     f"on {day} (Kafka retention?): the export would lose it, nothing was changed"
                 )
+            held[partition] = held.get(partition, 0) + _row_count(swap.live(_day(day)) / name)
+        for partition, rows in held.items():
+            exported = stager.files.get((day, partition))
+            if rows > (exported.rows if exported else 0):
+                raise ExportError(
+                    f"the lake holds {rows} rows of partition {partition} on {day}, ksqlDB returned "
+                    f"{exported.rows if exported else 0}: the export would lose rows, nothing was changed"
+                )
+
+
+def _row_count(path: Path) -> int:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return 0
 
 
 def _swap_days(swap: DaySwap, request: ExportRequest, files: dict[date, list[tuple[Path, str]]]) -> dict[str, Any]:
