@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,3 +177,24 @@ async def test_cli_takes_lists_and_describes_without_a_worker(warehouse_db, ware
     assert "latest complete: 2" in human and "decimal128(18, 2)" in human
     missing = subprocess.run([TXLAKE, "lake", "describe", "tables/nope"], env=env, capture_output=True, text=True)
     assert missing.returncode == 1
+
+
+async def test_two_workers_on_one_schedule_make_one_version_per_table_and_fire_time(deploy, warehouse_conn):
+    await write_live(warehouse_conn, ROWS, {0: 1})
+    deployment = await deploy(TXLAKE_SNAPSHOTS__SCHEDULE="* * * * *")
+    workers = [deployment.worker().start(), deployment.worker(TXLAKE_WEB__PORT=str(_free_port())).start()]
+    query = (
+        "SELECT table_name, trigger_key, COUNT(*), SUM(status = 'complete') FROM txlake_snapshot_versions "
+        "WHERE triggered_by = 'schedule' GROUP BY table_name, trigger_key"
+    )
+    for _ in range(240):  # the next minute boundary, plus start-up on a loaded machine
+        for worker in workers:
+            assert worker.alive(), worker.log()[-3000:]
+        rows = await fetchall(warehouse_conn, query)
+        if len({r[0] for r in rows if r[3] == r[2]}) == 4:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"no scheduled versions of all four tables: {rows}\n{workers[0].log()[-3000:]}")
+    assert all(count == 1 for _, _, count, _ in rows), rows  # one version per table and fire time
+    assert all(re.fullmatch(r"schedule:\d{4}-\d\d-\d\dT\d\d:\d\dZ", key) for _, key, _, _ in rows), rows
