@@ -157,7 +157,7 @@ class Snapshotter:
                 await expire_old_versions(connection, self.storage, spec, self.settings.snapshots.retention_versions)
                 versions = await list_versions(connection, spec.name)
                 if versions:
-                    await refresh_catalog(connection, self.storage, spec)
+                    await refresh_catalog(connection, self.storage, spec, only_if_stale=True)
                 complete = [v.version for v in versions if v.status == "complete"]
                 if complete:
                     SNAPSHOT_LATEST_VERSION.labels(spec.name).set(max(complete))
