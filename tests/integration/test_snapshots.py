@@ -6,7 +6,6 @@ import asyncio
 import json
 from decimal import Decimal
 
-import aiomysql
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -16,7 +15,6 @@ from app.snapshots import Snapshotter
 from app.snapshots.commit import commit_version
 from app.snapshots.db import connect
 from app.snapshots.files import VersionFileWriter
-from app.snapshots.registry import list_versions
 from app.snapshots.sources import conform
 from app.snapshots.tables import table_spec
 from tests.integration.snapshot_helpers import fetchall, live_settings, write_live
