@@ -27,6 +27,7 @@ from app.lake_catalog.files import LakeFile, list_dirs, list_tree, native
 from app.sinks.lake_storage import CONTROL_DIR, LakeStorage
 
 __all__ = [
+    "catalog_is_current",
     "catalog_path",
     "describe_dataset",
     "latest_pointer_path",
@@ -114,6 +115,18 @@ def write_table_catalog(storage: LakeStorage, table: str, schema: pa.Schema, ver
             },
         )
     return document
+
+
+def _fingerprint(entries: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["version"], e["status"], e["published_at"], e["lake_path"]) for e in entries]
+
+
+def catalog_is_current(storage: LakeStorage, table: str, versions: Iterable[Any]) -> bool:
+    """Whether the stored catalog of ``table`` already shows these version rows (states and paths)."""
+    stored = _read_json(storage, catalog_path(f"tables/{table}"))
+    if stored is None:
+        return False
+    return _fingerprint(stored["versions"]) == _fingerprint(v.to_json() for v in versions)
 
 
 def read_latest(storage: LakeStorage, table: str) -> dict[str, Any] | None:

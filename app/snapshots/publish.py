@@ -13,7 +13,7 @@ import logging
 
 import aiomysql
 
-from app.lake_catalog.catalog import version_dir, write_table_catalog
+from app.lake_catalog.catalog import catalog_is_current, version_dir, write_table_catalog
 from app.lake_catalog.files import list_tree, move_tree, remove_tree
 from app.settings import Settings
 from app.sinks.lake_storage import LakeStorage
@@ -48,9 +48,18 @@ async def publish_version(
     await refresh_catalog(connection, storage, spec)
 
 
-async def refresh_catalog(connection: aiomysql.Connection, storage: LakeStorage, spec: TableSpec) -> None:
-    """Rewrite the table's catalog document and ``_latest`` pointer from ``txlake_snapshot_versions``."""
+async def refresh_catalog(
+    connection: aiomysql.Connection, storage: LakeStorage, spec: TableSpec, *, only_if_stale: bool = False
+) -> None:
+    """Rewrite the table's catalog document and ``_latest`` pointer from ``txlake_snapshot_versions``.
+
+    ``only_if_stale``: skip the rewrite (and its listings) when the stored catalog already shows
+    the same version states -- the periodic pass uses it to heal a catalog a crash or a race left
+    behind without rewriting every table every minute.
+    """
     versions = await list_versions(connection, spec.name)
+    if only_if_stale and await asyncio.to_thread(catalog_is_current, storage, spec.name, versions):
+        return
     await asyncio.to_thread(write_table_catalog, storage, spec.name, spec.schema, versions)
 
 

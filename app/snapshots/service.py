@@ -155,8 +155,12 @@ class Snapshotter:
             report = await recover(connection, self.settings, self.storage)
             for spec in TABLES.values():
                 await expire_old_versions(connection, self.storage, spec, self.settings.snapshots.retention_versions)
-                if await list_versions(connection, spec.name):
-                    await refresh_catalog(connection, self.storage, spec)
+                versions = await list_versions(connection, spec.name)
+                if versions:
+                    await refresh_catalog(connection, self.storage, spec, only_if_stale=True)
+                complete = [v.version for v in versions if v.status == "complete"]
+                if complete:
+                    SNAPSHOT_LATEST_VERSION.labels(spec.name).set(max(complete))
         return report
 
     async def close(self) -> None:

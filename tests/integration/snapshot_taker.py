@@ -1,9 +1,11 @@
 """A snapshot taker in its own process, for the SIGKILL test: stages rows, then hangs before the commit.
 
-    python -m tests.integration.snapshot_taker <table>
+    python -m tests.integration.snapshot_taker <table> staging|commit
 
-Settings come from the TXLAKE_* environment. Prints ``staged <version>`` once the first Parquet
-file of the version is written, then waits for more rows that never come.
+Settings come from the TXLAKE_* environment. ``staging``: prints ``staged <version>`` once
+Parquet files of the version are written, then waits for more rows that never come. ``commit``:
+all rows are staged; inside the commit transaction, after the first chunk of fact rows is
+inserted (not committed), prints ``committing <version>`` and waits forever.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import AsyncIterator
 
 import pyarrow as pa
 
+import app.snapshots.commit as commit_module
 from app.settings import Settings
 from app.snapshots import Snapshotter, table_spec
 
 
-async def main(table: str) -> None:
+async def main(table: str, phase: str) -> None:
     spec = table_spec(table)
     snapshotter = Snapshotter(Settings())
 
@@ -30,12 +33,26 @@ async def main(table: str) -> None:
     async def rows() -> AsyncIterator[pa.RecordBatch]:
         yield batch(0)
         yield batch(50)
-        staging = [v for v in await snapshotter.versions(table) if v.status == "building"]
-        print(f"staged {staging[-1].version}", flush=True)
-        await asyncio.Event().wait()
+        if phase == "staging":
+            building = [v for v in await snapshotter.versions(table) if v.status == "building"]
+            print(f"staged {building[-1].version}", flush=True)
+            await asyncio.Event().wait()
 
+    original = commit_module.insert_inferred_members
+    chunks = 0
+
+    async def hang_after_first_chunk(cursor, spec, batch) -> None:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 2:  # the first chunk's fact rows are in the open transaction
+            building = [v for v in await snapshotter.versions(table) if v.status == "building"]
+            print(f"committing {building[-1].version}", flush=True)
+            await asyncio.Event().wait()
+        await original(cursor, spec, batch)
+
+    commit_module.insert_inferred_members = hang_after_first_chunk
     await snapshotter.create_version(table, rows(), source={"kind": "test"})
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

@@ -231,7 +231,7 @@ async def test_app_user_cannot_change_the_schema(warehouse_conn, statement):
         await _execute(warehouse_conn, statement)
     # 1142 table access denied, 1044 database access denied
     assert denied.value.args[0] in (1142, 1044), denied.value.args
-    tables = await _fetchall(warehouse_conn, "SHOW TABLES")
+    tables = await _fetchall(warehouse_conn, "SHOW FULL TABLES WHERE Table_type = 'BASE TABLE'")
     assert {r[0] for r in tables} == ALL_TABLES
 
 

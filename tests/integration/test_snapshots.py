@@ -6,7 +6,6 @@ import asyncio
 import json
 from decimal import Decimal
 
-import aiomysql
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -16,7 +15,6 @@ from app.snapshots import Snapshotter
 from app.snapshots.commit import commit_version
 from app.snapshots.db import connect
 from app.snapshots.files import VersionFileWriter
-from app.snapshots.registry import list_versions
 from app.snapshots.sources import conform
 from app.snapshots.tables import table_spec
 from tests.integration.snapshot_helpers import fetchall, live_settings, write_live
@@ -298,3 +296,21 @@ async def test_versions_need_only_dml_grants(warehouse_db, warehouse_conn, snaps
     await write_live(warehouse_conn, ROWS, {0: 1})
     info = await snapshotter.take_live_version(UTS)
     assert info.status == "complete" and info.published
+
+
+async def test_recovery_fails_a_building_version_only_once_its_lease_ran_out(warehouse_conn, snapshotter):
+    async with warehouse_conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO txlake_snapshot_versions (table_name, version, status, triggered_by, trigger_key, snapshot_date, owner) "
+            "VALUES (%s, 1, 'building', 'schedule', 'schedule:2026-11-26T00:00Z', CURDATE(), 'other-worker')",
+            (UTS,),
+        )
+    await warehouse_conn.commit()
+    assert (await snapshotter.maintain()).failed == []  # lease_s = 120: the taker is presumed alive
+    async with warehouse_conn.cursor() as cur:
+        await cur.execute("UPDATE txlake_snapshot_versions SET heartbeat_at = heartbeat_at - INTERVAL 121 SECOND")
+    await warehouse_conn.commit()
+    assert (await snapshotter.maintain()).failed == [(UTS, 1)]
+    # The schedule's trigger key is free again: the same fire time can make a new version.
+    retried = await snapshotter.take_live_version(UTS, trigger="schedule", trigger_key="schedule:2026-11-26T00:00Z")
+    assert (retried.version, retried.status) == (2, "complete")

@@ -11,7 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from app.lake_catalog.catalog import describe_dataset, list_datasets, read_latest, write_table_catalog
+from app.lake_catalog.catalog import (
+    catalog_is_current,
+    describe_dataset,
+    list_datasets,
+    read_latest,
+    write_table_catalog,
+)
 from app.lake_catalog.files import list_tree, move_tree, remove_tree
 from app.lake_catalog.render import human_bytes, table
 from app.settings import Settings, SnapshotSettings, WebSettings
@@ -202,3 +208,13 @@ def test_stream_datasets_are_described_by_listing(tmp_path):
 def test_render_helpers():
     assert human_bytes(None) == "-" and human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB"
     assert table(("a", "bb"), [(1, None), ("long", "x")]).splitlines() == ["a     bb", "1     -", "long  x"]
+
+
+def test_catalog_is_current_until_a_version_changes_state(tmp_path):
+    storage = LocalStorage(tmp_path, fsync=False)
+    versions = [_info(1, "complete", False)]
+    assert not catalog_is_current(storage, "t", versions)  # nothing stored yet
+    write_table_catalog(storage, "t", pa.schema([("a", pa.int64())]), versions)
+    assert catalog_is_current(storage, "t", versions)
+    assert not catalog_is_current(storage, "t", [_info(1, "complete", True)])
+    assert not catalog_is_current(storage, "t", [*versions, _info(2, "failed", False)])
