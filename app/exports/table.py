@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
-from app.ksqldb import KsqlDBClient
+from app.ksqldb import KsqlDBClient, Query
 from app.settings import Settings
 from app.snapshots import Snapshotter
 
@@ -34,13 +34,15 @@ async def export_table(
     snapshotter = Snapshotter(settings)
     status.phase = "querying"
     report()
-    async with client.query(sql, {"auto.offset.reset": "earliest"}) as query:
+
+    def progress(query: Query) -> None:
+        status.rows, status.bytes = query.rows, query.bytes
+        report()
+
+    async with client.query(sql, {"auto.offset.reset": "earliest"}, on_progress=progress) as query:
 
         async def batches() -> AsyncIterator[pa.RecordBatch]:
             async for batch in query.record_batches(settings.snapshots.row_group_rows):
-                status.rows += batch.num_rows
-                status.bytes = query.bytes
-                report()
                 yield batch.rename_columns([name.lower() for name in batch.schema.names])
 
         info = await snapshotter.create_version(

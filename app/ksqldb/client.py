@@ -26,7 +26,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.util import find_spec
 from types import TracebackType
 from typing import Any, Literal
@@ -139,10 +139,14 @@ class KsqlDBClient:
         *,
         accept: Literal["delimited", "json"] = "delimited",
         stall_timeout_s: float | None | Literal["default"] = "default",
+        on_progress: Callable[[Query], None] | None = None,
     ) -> Query:
-        """A query to use as ``async with client.query(sql) as q: async for rows in q.batches(): …``."""
+        """A query to use as ``async with client.query(sql) as q: async for rows in q.batches(): …``.
+
+        ``on_progress(query)`` is called after every chunk that brought rows (counters updated).
+        """
         stall = self.settings.stall_timeout_s if stall_timeout_s == "default" else stall_timeout_s
-        return Query(self, sql, properties or {}, accept, stall)
+        return Query(self, sql, properties or {}, accept, stall, on_progress)
 
     async def send(self, path: str, body: dict[str, Any], *, accept: str, stream: bool) -> httpx.Response:
         """POST ``body`` to ``path`` with retries; the 200 response (streaming if ``stream``).
@@ -182,8 +186,9 @@ class Query:
     """
 
     def __init__(self, client: KsqlDBClient, sql: str, properties: dict[str, Any], accept: str,
-                 stall_timeout_s: float | None) -> None:
+                 stall_timeout_s: float | None, on_progress: Callable[[Query], None] | None = None) -> None:
         self.client = client
+        self.on_progress = on_progress
         self.sql = sql
         self.properties = properties
         self.accept = accept
@@ -327,7 +332,7 @@ class Query:
         """Lists of rows (each a list of JSON values in column order), one per chunk with rows."""
         if self._pending:
             rows, self._pending = self._pending, []
-            self.rows += len(rows)
+            self._counted(rows)
             yield rows
         last_row = time.monotonic()
         while True:
@@ -343,15 +348,20 @@ class Query:
             now = time.monotonic()
             if rows:
                 last_row = now
-                self.rows += len(rows)
+                self._counted(rows)
                 yield rows
             elif self.stall_timeout_s is not None and now - last_row > self.stall_timeout_s:
                 raise KsqlDBStalled(f"no row for {self.stall_timeout_s}s (keep-alives only) after {self.rows} rows")
         rows = self._interpret(self._decoder.close())
         if rows:
-            self.rows += len(rows)
+            self._counted(rows)
             yield rows
         self.complete = True
+
+    def _counted(self, rows: list[list[Any]]) -> None:
+        self.rows += len(rows)
+        if self.on_progress is not None:
+            self.on_progress(self)
 
     async def record_batches(self, max_rows: int = 65_536) -> AsyncIterator[pa.RecordBatch]:
         """The rows as Arrow record batches of at most ``max_rows`` rows, typed by the columns."""

@@ -15,7 +15,7 @@ from app.settings import Settings
 from app.snapshots import Snapshotter
 from tests.integration.export_helpers import ExportProcess
 from tests.integration.snapshot_helpers import fetchall
-from tests.ksqldb_server import Knobs, KsqlDBTestServer, loadgen_datasets
+from tests.ksqldb_server import Dataset, Knobs, KsqlDBTestServer, loadgen_datasets
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +75,14 @@ async def test_export_killed_midway_leaves_the_previous_version_current(
     env = _env(warehouse_db, tmp_path / "lake", ksqldb)
     code, _ = await (await ExportProcess.start(env, "table", "PAYMENT_METHOD_TOTALS")).finish()
     assert code == 0
-    ksqldb.datasets["PAYMENT_METHOD_TOTALS"] = DATASETS["USER_TRANSACTION_SUMMARY"]  # more rows, slowly
+    small = DATASETS["PAYMENT_METHOD_TOTALS"]
+    ksqldb.datasets["PAYMENT_METHOD_TOTALS"] = Dataset(  # more rows, slowly
+        small.name, "TABLE", small.topic, small.columns,
+        lambda: ((0, i % 4, i, [f"PM-{i}", f"method {i}", float(i), i + 1, 1.0]) for i in range(5000)), count=5000)
     ksqldb.knobs.row_delay_s = 0.01
     ksqldb.knobs.chunk_bytes = 64
     doomed = await ExportProcess.start(env, "table", "PAYMENT_METHOD_TOTALS")
-    await doomed.wait_for_rows(100)
+    await doomed.wait_for_rows(300)  # three batches of 100 went into the version's files
     await doomed.kill()
     snapshotter = Snapshotter(_settings(env))
     versions = await snapshotter.versions("payment_method_totals")
@@ -91,7 +94,7 @@ async def test_export_killed_midway_leaves_the_previous_version_current(
     versions = await snapshotter.versions("payment_method_totals")
     assert [(v.version, v.status) for v in versions] == [(1, "complete"), (2, "failed")]
     # The kernel dropped the killed export's dataset lock: the next export runs.
-    ksqldb.datasets["PAYMENT_METHOD_TOTALS"] = DATASETS["PAYMENT_METHOD_TOTALS"]
+    ksqldb.datasets["PAYMENT_METHOD_TOTALS"] = small
     ksqldb.knobs.row_delay_s = 0
     code, final = await (await ExportProcess.start(env, "table", "PAYMENT_METHOD_TOTALS")).finish()
     assert code == 0 and final["result"]["version"] == 3
