@@ -77,7 +77,7 @@ class Dataset:
     columns: list[tuple[str, str, bool]]
     rows: Callable[[], Iterator[Row]]
     partitions: int = 4
-    fast_line: Callable[[int], bytes] | None = None  # delimited row line by index (benchmark tables)
+    fast_line: Callable[[int], bytes] | None = None  # row i as JSON bytes, no newline (benchmark tables)
     count: int = 0
 
 
@@ -343,19 +343,26 @@ class KsqlDBTestServer:
                 yield [partition if p == "ROWPARTITION" else offset if p == "ROWOFFSET" else values[p]
                        for p in plan.picks]
 
-    async def _query_stream(self, request: web.Request) -> web.StreamResponse:
-        if self.knobs.legacy:
-            self.requests.append((request.path, "-"))
-            return _error(404, 40400, "HTTP 404 Not Found")
+    async def _planned(self, request: web.Request, key: str) -> tuple[dict[str, Any], _Plan] | web.Response:
+        """The request body and its query plan, or the error response (auth, injected 5xx, bad statement)."""
         refused = self._gate(request)
         if refused is not None:
             return refused
         body: dict[str, Any] = {}
         try:
             body = await self._json_body(request)
-            plan = self._plan(str(body.get("sql", "")))
+            return body, self._plan(str(body.get(key, "")))
         except _BadStatement as bad:
-            return _error(400, bad.code, bad.message, statement=str(body.get("sql", "")))
+            return _error(400, bad.code, bad.message, statement=str(body.get(key, "")))
+
+    async def _query_stream(self, request: web.Request) -> web.StreamResponse:
+        if self.knobs.legacy:
+            self.requests.append((request.path, "-"))
+            return _error(404, 40400, "HTTP 404 Not Found")
+        planned = await self._planned(request, "sql")
+        if isinstance(planned, web.Response):
+            return planned
+        body, plan = planned
         delimited = DELIMITED in request.headers.get("Accept", DELIMITED) or "*/*" in request.headers.get("Accept", "")
         earliest = (body.get("properties") or {}).get("auto.offset.reset") == "earliest"
         query_id = f"transient_{plan.source.name}_{uuid.uuid4().int % 10**18}"
@@ -390,15 +397,10 @@ class KsqlDBTestServer:
         return response
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
-        body: dict[str, Any] = {}
-        try:
-            body = await self._json_body(request)
-            plan = self._plan(str(body.get("ksql", "")))
-        except _BadStatement as bad:
-            return _error(400, bad.code, bad.message, statement=str(body.get("ksql", "")))
+        planned = await self._planned(request, "ksql")
+        if isinstance(planned, web.Response):
+            return planned
+        body, plan = planned
         props = body.get("streamsProperties") or {}
         earliest = "earliest" in (props.get("ksql.streams.auto.offset.reset"), props.get("auto.offset.reset"))
         query_id = f"transient_{plan.source.name}_{uuid.uuid4().int % 10**18}"
@@ -638,7 +640,7 @@ def bench_table(count: int, name: str = "USER_TRANSACTION_SUMMARY") -> Dataset:
     def line(i: int) -> bytes:
         count_i = i % 97 + 1
         total = (i * 7919) % 1_000_000 / 100
-        return f'["U{i // 4:08d}","{types[i % 4]}",{total},{count_i},{round(total / count_i, 2)}]\n'.encode()
+        return f'["U{i // 4:08d}","{types[i % 4]}",{total},{count_i},{round(total / count_i, 2)}]'.encode()
 
     def rows() -> Iterator[Row]:
         for i in range(count):

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.ksqldb_server import Dataset, Row
+from tests.ksqldb_server import Dataset, Knobs, KsqlDBTestServer, Row
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TXLAKE = str(REPO_ROOT / ".venv" / "bin" / "txlake")
+
+
+@contextlib.asynccontextmanager
+async def serving(datasets: dict[str, Dataset], **knobs: Any) -> AsyncIterator[KsqlDBTestServer]:
+    """The test ksqlDB server on a free local port, in the test's own event loop."""
+    server = KsqlDBTestServer(datasets, Knobs(**knobs))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ksqldb_server import Knobs, KsqlDBTestServer, loadgen_datasets
+from tests.integration.export_helpers import serving
+from tests.ksqldb_server import KsqlDBTestServer, loadgen_datasets
 
 pytestmark = pytest.mark.integration
 
@@ -19,10 +20,8 @@ DATASETS = loadgen_datasets(1200, seed=13)
 
 @pytest.fixture
 async def ksqldb() -> AsyncIterator[KsqlDBTestServer]:
-    server = KsqlDBTestServer(DATASETS, Knobs())
-    await server.start()
-    yield server
-    await server.stop()
+    async with serving(DATASETS) as server:
+        yield server
 
 
 async def _worker_url(deployment: Any, **env: str) -> str:

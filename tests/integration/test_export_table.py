@@ -13,9 +13,9 @@ import pytest
 
 from app.settings import Settings
 from app.snapshots import Snapshotter
-from tests.integration.export_helpers import ExportProcess
+from tests.integration.export_helpers import ExportProcess, serving
 from tests.integration.snapshot_helpers import fetchall
-from tests.ksqldb_server import Dataset, Knobs, KsqlDBTestServer, loadgen_datasets
+from tests.ksqldb_server import Dataset, KsqlDBTestServer, loadgen_datasets
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +24,8 @@ DATASETS = loadgen_datasets(1500, seed=11)
 
 @pytest.fixture
 async def ksqldb() -> AsyncIterator[KsqlDBTestServer]:
-    server = KsqlDBTestServer(DATASETS, Knobs())
-    await server.start()
-    yield server
-    await server.stop()
+    async with serving(DATASETS) as server:
+        yield server
 
 
 def _env(warehouse_db: Any, lake: Path, ksqldb: KsqlDBTestServer) -> dict[str, str]:
