@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -103,6 +104,18 @@ async def test_exports_endpoint(deploy: Any, ksqldb: KsqlDBTestServer) -> None:
         done = await _until(http, f"/exports/{again.json()['id']}", auth, {"cancelled", "failed", "succeeded"})
         assert done["state"] == "succeeded", done
         assert done["result"]["version"] == 2  # v1 was the cancelled one, failed and never visible
+        # a stream export: the range reaches the export process (an empty lake: the streaming
+        # path owns every offset, so nothing is replaced and no row is exported)
+        stream = {"source": "transaction_stream", "kind": "stream",
+                  "range": {"from_day": "2026-11-22", "to_day": "2026-11-24"}}
+        started = await http.post("/exports", json=stream, headers=auth)
+        assert started.status_code == 202, started.text
+        streamed = await _until(http, f"/exports/{started.json()['id']}", auth, {"cancelled", "failed", "succeeded"})
+        assert streamed["state"] == "succeeded", streamed
+        assert sorted(streamed["result"]["days"]) == ["2026-11-22", "2026-11-23", "2026-11-24"]
+        start, end = (int(datetime(2026, 11, d, tzinfo=UTC).timestamp() * 1000) for d in (22, 25))
+        in_range = sum(start <= rowtime < end for rowtime, *_ in DATASETS["TRANSACTION_STREAM"].rows())
+        assert streamed["rows"] == 0 and streamed["skipped_rows"] == in_range > 0
         async with asyncio.timeout(30):  # counted when the export process has exited
             while 'txlake_exports_total{kind="table",state="succeeded"} 2.0' not in (metrics := (await http.get("/metrics")).text):
                 await asyncio.sleep(0.2)
