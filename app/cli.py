@@ -1,4 +1,4 @@
-"""The ``txlake`` command line: worker, produce, feeds, topics, progress, report."""
+"""The ``txlake`` command line: worker, produce, feeds, topics, progress, report, snapshot, lake."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import sys
 from datetime import UTC, datetime
 
 from app.errors import ConfigurationError
+from app.exports.cli import register as register_export_command
 from app.feeds import Feed, load_feeds
+from app.lake_catalog.commands import register as register_lake_commands
 from app.settings import Settings
+from app.snapshots.commands import register as register_snapshot_commands
 
 __all__ = ["main"]
 
@@ -146,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     progress.set_defaults(run=cmd_progress)
 
     commands.add_parser("report", help="show where the data landed").set_defaults(run=cmd_report)
+    register_snapshot_commands(commands)
+    register_lake_commands(commands)
+    register_export_command(commands)
     return parser
 
 

@@ -13,12 +13,18 @@ __all__ = [
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DEAD_LETTER_TOPIC_RECORDS",
+    "EXPORTS",
+    "EXPORT_DURATION",
+    "EXPORT_ROWS",
     "LEDGER_POSITION",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
     "TABLE_DELTA_GAPS",
     "TABLE_UPDATES",
+    "SNAPSHOT_DURATION",
+    "SNAPSHOT_LATEST_VERSION",
+    "SNAPSHOT_VERSIONS",
 ]
 
 RECORDS_LANDED = Counter(
@@ -62,4 +68,28 @@ TABLE_UPDATES = Counter(
 TABLE_DELTA_GAPS = Counter(
     "txlake_table_delta_gaps_total",
     "Ranges of delta messages Faust's consumer skipped and the table agent read back itself.",
+)
+SNAPSHOT_VERSIONS = Counter(
+    "txlake_snapshot_versions_total",
+    "Snapshot versions that reached a final state in this process, by table and status (complete, failed, expired).",
+    ["table", "status"],
+)
+SNAPSHOT_LATEST_VERSION = Gauge(
+    "txlake_snapshot_latest_version", "Newest complete snapshot version this process has seen, by table.", ["table"]
+)
+SNAPSHOT_DURATION = Histogram(
+    "txlake_snapshot_duration_seconds",
+    "Time to take one snapshot version (stage, commit, publish), by table.",
+    ["table"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800),
+)
+EXPORTS = Counter(
+    "txlake_exports_total", "Batch re-exports from ksqlDB started by this worker, by kind and final state.", ["kind", "state"]
+)
+EXPORT_ROWS = Counter("txlake_export_rows_total", "Rows exported from ksqlDB by this worker's exports, by kind.", ["kind"])
+EXPORT_DURATION = Histogram(
+    "txlake_export_duration_seconds",
+    "Time from start to final state of one export, by kind.",
+    ["kind"],
+    buckets=(1, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
 )

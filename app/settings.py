@@ -38,9 +38,11 @@ __all__ = [
     "ErrorsSettings",
     "HealthSettings",
     "KafkaSettings",
+    "KsqlDBSettings",
     "LakeSettings",
     "MySQLSettings",
     "Settings",
+    "SnapshotSettings",
     "WebSettings",
 ]
 
@@ -169,6 +171,63 @@ class WebSettings(_Section):
         description="Also export Faust's own per-message sensors (faust_*) on /metrics. They update "
         "labelled metrics for every message: off saves ~15-20% CPU at high rates.",
     )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required by POST /snapshots/{table} and /exports; unset: taking snapshots "
+        "over HTTP is disabled (403) and /exports is off (404), never open. "
+        "Reading (GET /snapshots) needs no token.",
+    )
+
+
+class KsqlDBSettings(_Section):
+    """The ksqlDB server that batch exports read from (REST API)."""
+
+    url: str = Field("http://127.0.0.1:8088", description="ksqlDB REST endpoint (https:// for TLS).")
+    username: str | None = Field(None, description="Basic auth user; unset: no authentication.")
+    password: SecretStr | None = Field(None, description="Basic auth password, with username.")
+    ca_file: Path | None = Field(None, description="PEM file of the CA that signed the server certificate.")
+    verify: bool = Field(True, description="Verify the server's TLS certificate (off only for a lab).")
+    http2: bool = Field(True, description="Use HTTP/2 when the server offers it over TLS (needs the h2 package).")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Time to open a connection.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Longest silence (no byte at all) inside a response.")
+    stall_timeout_s: float = Field(
+        300.0, gt=0, description="Longest time a query may send keep-alives without a row before it counts as stalled."
+    )
+    retries: int = Field(4, ge=0, le=20, description="Retries of a request that failed before any row arrived.")
+    retry_backoff_s: float = Field(0.5, gt=0, description="First wait between retries (doubles, with jitter).")
+
+
+class SnapshotSettings(_Section):
+    """Snapshot versions of the four tables (README "Snapshot versions")."""
+
+    schedule: str | None = Field(
+        "0 0 * * *",
+        description="Cron expression (UTC) for scheduled versions of every table; empty/null: no schedule.",
+    )
+    retention_versions: int = Field(
+        30, ge=1, description="Complete versions kept per table; older ones expire (rows and lake files removed)."
+    )
+    lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A building version whose taker has not renewed its lease for this long is failed by recovery.",
+    )
+    maintenance_interval_s: float = Field(
+        60.0, gt=0, description="How often a worker runs recovery (fail abandoned, publish pending) and retention."
+    )
+    rows_per_file: int = Field(1_000_000, ge=1, description="Rows per Parquet file of a version.")
+    row_group_rows: int = Field(65_536, ge=1, description="Rows per Parquet row group (memory per taker).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
 
 
 class TablesSettings(_Section):
@@ -223,6 +282,8 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
     tables: TablesSettings = TablesSettings()
+    ksqldb: KsqlDBSettings = KsqlDBSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
     feeds_file: Path | None = Field(
         None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
     )

@@ -15,6 +15,8 @@ from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
 from app.dead_letters import DeadLetterPublisher
+from app.exports.jobs import ExportJobs
+from app.exports.web import mount_exports
 from app.feeds import Feed, load_feeds
 from app.fetcher import FetchedBatch, StreamFetcher
 from app.health import Health
@@ -27,6 +29,8 @@ from app.sinks.deltas import DeltaSink
 from app.sinks.facts import FactSink
 from app.sinks.lake import LakeSink
 from app.sinks.warehouse import WarehouseSink
+from app.snapshots.service import Snapshotter
+from app.snapshots.web import mount_snapshots
 from app.topics import derivation_source, faust_app_id
 
 __all__ = ["create_app"]
@@ -140,11 +144,17 @@ def create_app(
 
     health = Health(settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
     _mount_health(app, health)
+    snapshotter = Snapshotter(settings)
+    mount_snapshots(app, settings, snapshotter)
+    exports = ExportJobs(settings)
+    mount_exports(app, settings, exports)
 
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
         fetcher.stop()
         await health.close()
+        await snapshotter.close()
+        await exports.close()
         await warehouse.stop()
         await facts.stop()
         if deltas is not None:

@@ -46,6 +46,10 @@ kill -TERM $worker; wait $worker 2>/dev/null || true
 trap - EXIT
 echo
 $txlake report
+echo
+echo "[demo] a snapshot version of each table: warehouse rows + lake tables/<table>/version=v<N>/"
+$txlake snapshot take --all
+$txlake lake ls
 dlq=$(.venv/bin/python -c "from app.settings import Settings; print(Settings().dead_letter_topic)")
 echo
 echo "[demo] dead letters: $(grep -c 'dead-lettering' .infra/worker.log || true) (topic $dlq, reason in headers)"

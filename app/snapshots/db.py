@@ -1,0 +1,33 @@
+"""Connections to the warehouse for snapshot work (one per task; sessions run in UTC)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiomysql
+
+from app.settings import MySQLSettings
+
+__all__ = ["connect"]
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: MySQLSettings, *, unbuffered: bool = False) -> AsyncIterator[aiomysql.Connection]:
+    """An autocommit-off connection as the application user; ``unbuffered`` streams result sets."""
+    connection = await aiomysql.connect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password.get_secret_value(),
+        db=settings.database,
+        autocommit=False,
+        charset="utf8mb4",
+        connect_timeout=settings.connect_timeout_s,
+        init_command="SET time_zone = '+00:00'",
+        cursorclass=aiomysql.SSCursor if unbuffered else aiomysql.Cursor,
+    )
+    try:
+        yield connection
+    finally:
+        connection.close()
