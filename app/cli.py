@@ -113,6 +113,17 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from app.verify import verify_deployment
+    from app.verify.render import render_text
+
+    report = asyncio.run(verify_deployment(settings, load_feeds(settings)))
+    print(json.dumps(report.to_json(), indent=2) if args.json else render_text(report))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="txlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     progress.set_defaults(run=cmd_progress)
 
     commands.add_parser("report", help="show where the data landed").set_defaults(run=cmd_report)
+
+    verify = commands.add_parser("verify", help="reconcile Kafka, the lake, the warehouse and the dead letters")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(run=cmd_verify)
     return parser
 
 
