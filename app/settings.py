@@ -84,6 +84,14 @@ class MySQLSettings(_Section):
     database: str = "txlake"
     pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the warehouse sink.")
     connect_timeout_s: float = Field(10.0, gt=0)
+    lock_wait_timeout_s: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="Longest wait for a table or row lock (session lock_wait_timeout and innodb_lock_wait_timeout). "
+        "A lock held longer by another session (LOCK TABLES, a long DDL or backup) fails the batch, which "
+        "is retried with backoff, instead of hanging the partition silently for the server's default (a day).",
+    )
 
 
 class LakeSettings(_Section):

@@ -69,7 +69,10 @@ class WarehouseSink(Sink):
                 autocommit=False,
                 charset="utf8mb4",
                 connect_timeout=s.connect_timeout_s,
-                init_command="SET time_zone = '+00:00'",
+                init_command=(
+                    f"SET time_zone = '+00:00', lock_wait_timeout = {s.lock_wait_timeout_s}, "
+                    f"innodb_lock_wait_timeout = {s.lock_wait_timeout_s}"
+                ),
                 pool_recycle=3600,
             )
         except _FAILURES as exc:
