@@ -45,6 +45,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from app.loadgen import StreamTopics, produce
+    from app.security import kafka_client_options
 
     feeds = load_feeds(settings)
     topics = StreamTopics(
@@ -65,6 +66,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
             days=args.days,
             late_fraction=args.late_fraction,
             now=datetime.now(UTC),
+            client_options=kafka_client_options(settings.kafka),
         )
     )
     for topic, count in report.counts.items():
@@ -124,6 +126,11 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    print(settings.model_dump_json(indent=2))  # SecretStr fields dump as "**********"
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="txlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="reconcile Kafka, the lake, the warehouse and the dead letters")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(run=cmd_verify)
+
+    commands.add_parser("settings", help="print the effective settings (secrets masked)").set_defaults(run=cmd_settings)
     return parser
 
 

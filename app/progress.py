@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.feeds import Feed
+from app.security import kafka_client_options
 from app.settings import Settings
 from app.sinks.lake import read_landed_through
 from app.sinks.lake_storage import open_lake_storage
@@ -39,7 +40,7 @@ class PartitionProgress:
 
 
 async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
@@ -51,7 +52,7 @@ async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPart
         if not topic.get("error_code")
         for p in topic["partitions"]
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(partitions) if partitions else {}

@@ -6,6 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from app.feeds import Feed
+from app.security import kafka_client_options
 from app.settings import Settings
 
 __all__ = ["create_topics"]
@@ -13,7 +14,7 @@ __all__ = ["create_topics"]
 
 async def create_topics(settings: Settings, feeds: tuple[Feed, ...], partitions: int, replication: int = 1) -> list[str]:
     """Create every feed topic and the dead-letter topic that does not exist yet; returns those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

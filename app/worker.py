@@ -19,6 +19,7 @@ from app.fetcher import FetchedBatch, StreamFetcher
 from app.health import Health
 from app.landing import FeedLanding
 from app.retry import Backoff
+from app.security import faust_broker_credentials, request_size_limit
 from app.settings import Settings
 from app.sinks.base import Sink
 from app.sinks.lake import LakeSink
@@ -56,6 +57,8 @@ def create_app(settings: Settings, feeds: tuple[Feed, ...] | None = None) -> fau
         producer_acks=-1,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        broker_credentials=faust_broker_credentials(settings.kafka),
+        web_application_options={"middlewares": [request_size_limit(settings.web.max_request_bytes)]},
     )
     if settings.web.faust_sensors:
         setup_prometheus_sensors(app, name_prefix="faust")

@@ -25,6 +25,7 @@ import aiomysql
 import pymysql
 
 from app.errors import WarehouseSinkError
+from app.security import mysql_ssl_context
 from app.settings import MySQLSettings
 from app.sinks.base import Batch, Sink
 from app.sinks.dimensions import DIMENSIONS, latest_rows
@@ -74,6 +75,7 @@ class WarehouseSink(Sink):
                     f"innodb_lock_wait_timeout = {s.lock_wait_timeout_s}"
                 ),
                 pool_recycle=3600,
+                ssl=mysql_ssl_context(s),
             )
         except _FAILURES as exc:
             raise WarehouseSinkError(f"cannot connect to MySQL at {s.host}:{s.port}/{s.database}: {exc}") from exc

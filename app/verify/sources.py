@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.feeds import Feed
+from app.security import kafka_client_options, mysql_ssl_context
 from app.settings import Settings
 from app.sinks.lake_storage import LakeStorage, LocalStorage, ObjectStorage
 
@@ -53,14 +54,10 @@ class KafkaPositions:
         return sorted(tp.partition for tp in self.last_offset if tp.topic == topic)
 
 
-def _client_kwargs(settings: Settings) -> dict:
-    return {"bootstrap_servers": settings.kafka.bootstrap_servers}
-
-
 async def kafka_positions(settings: Settings, topics: Iterable[str]) -> KafkaPositions:
     """Log start and last offsets of every partition of ``topics``, and the group's commits."""
     positions = KafkaPositions()
-    admin = AIOKafkaAdminClient(**_client_kwargs(settings))
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -76,7 +73,7 @@ async def kafka_positions(settings: Settings, topics: Iterable[str]) -> KafkaPos
     positions.committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
     if not partitions:
         return positions
-    consumer = AIOKafkaConsumer(**_client_kwargs(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         starts = await consumer.beginning_offsets(partitions)
@@ -98,7 +95,7 @@ async def read_dead_letters(settings: Settings, kafka: KafkaPositions, idle_time
     }
     if not ends:
         return index
-    consumer = AIOKafkaConsumer(**_client_kwargs(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(ends))
@@ -163,7 +160,9 @@ async def _connect(settings: Settings) -> aiomysql.Connection:
     s = settings.mysql
     return await aiomysql.connect(
         host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(), db=s.database,
-        charset="utf8mb4", connect_timeout=s.connect_timeout_s, autocommit=True,
+        charset="utf8mb4", connect_timeout=s.connect_timeout_s, autocommit=True, ssl=mysql_ssl_context(s),
+        # A reader must not hang behind a LOCK TABLES either.
+        init_command=f"SET lock_wait_timeout = {s.lock_wait_timeout_s}, innodb_lock_wait_timeout = {s.lock_wait_timeout_s}",
     )
 
 
