@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app import metrics
 from app.fetcher import StreamFetcher
 from app.landing import FeedLanding
+from app.security import kafka_client_options
 from app.settings import Settings
 from app.sinks.lake import LakeSink
 from app.sinks.warehouse import WarehouseSink
