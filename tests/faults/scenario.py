@@ -119,24 +119,28 @@ async def finish(
     report = run_verify(deployment)
     missing = sum(b - a + 1 for f in report["feeds"] for p in f["partitions"] for a, b in p["missing"])
     duplicated = sum(b - a + 1 for f in report["feeds"] for p in f["partitions"] for a, b in p["duplicated"])
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as out:
-        out.write(json.dumps({
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "scenario": scenario,
-            "faults": faults,
-            "messages": messages,
-            "records_checked": report["records_checked"],
-            "missing": missing,
-            "duplicated": duplicated,
-            "verify_s": report["elapsed_s"],
-            "ok": report["ok"],
-            **measured,
-        }) + "\n")
+    record_result(
+        scenario=scenario,
+        faults=faults,
+        messages=messages,
+        records_checked=report["records_checked"],
+        missing=missing,
+        duplicated=duplicated,
+        verify_s=report["elapsed_s"],
+        ok=report["ok"],
+        **measured,
+    )
     assert report["exit_code"] == 0 and report["ok"], "\n".join(problems(report))
     assert report["records_checked"] >= messages
     assert measured.get("max_rss_mb", 0) < RSS_LIMIT_MB, f"worker RSS peaked at {measured['max_rss_mb']} MB"
     return report
+
+
+def record_result(**fields: object) -> None:
+    """Append one run's figures to :data:`RESULTS` (the README's results table is written from it)."""
+    RESULTS.parent.mkdir(exist_ok=True)
+    with RESULTS.open("a") as out:
+        out.write(json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}) + "\n")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -15,6 +15,7 @@ from app.progress import wait_until_landed
 from app.verify import verify_deployment
 from models.arrow import RECORD_KINDS
 from models.transaction import InvalidRecord, decode
+from tests.faults.scenario import record_result
 from tests.fuzz.hostile import hostile_values
 from tests.fuzz.rows import expected_row
 from tests.integration.harness import fetch_all, latest_per_key, naive_utc, read_lake
@@ -141,3 +142,5 @@ async def test_fuzzed_batch_through_the_real_worker(deploy, warehouse_db):
     report = await verify_deployment(deployment.settings, deployment.feeds)
     assert report.ok, report.to_json()
     assert worker.alive(), worker.log()[-3000:]
+    record_result(scenario="fuzzed batch through the real worker", inputs=len(values), accepted=len(accepted),
+                  rejected=len(rejected), crashes=0, ok=True)
