@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 from aiokafka import TopicPartition
 
 from app.feeds import Feed
@@ -32,10 +33,10 @@ from app.settings import Settings
 from app.sinks.dimensions import DIMENSIONS
 from app.sinks.lake import read_landed_through
 from app.sinks.lake_storage import LakeStorage, open_lake_storage
-from app.verify.reconcile import PartitionFindings, PartitionPositions, offset_ranges, reconcile_partition
 from app.verify import sources
+from app.verify.reconcile import PartitionFindings, PartitionPositions, reconcile_partition
 
-__all__ = ["FeedReport", "VerifyReport", "offset_ranges", "verify_deployment"]
+__all__ = ["RECONCILERS", "FeedReport", "VerifyReport", "verify_deployment"]
 
 
 @dataclass
@@ -133,7 +134,9 @@ async def _reconcile_stream_feed(context: _Context, feed: Feed) -> FeedReport:
     return report
 
 
-async def _check_dimensions(context: _Context, feed: Feed, table, warehouse_through: dict[int, int], report: FeedReport) -> None:
+async def _check_dimensions(
+    context: _Context, feed: Feed, table: pa.Table, warehouse_through: dict[int, int], report: FeedReport
+) -> None:
     """Every dimension key on a lake row at or below its partition's warehouse ledger has its row."""
     for name in feed.warehouse:
         dimension = DIMENSIONS[name]
