@@ -54,9 +54,17 @@ def state_table_names() -> list[str]:
 
 
 def register_table_agent(
-    app: faust.App, deltas_topic: str, partitions: int, output_topics: Mapping[str, str], bootstrap_servers: str
+    app: faust.App,
+    deltas_topic: str,
+    partitions: int,
+    output_topics: Mapping[str, str],
+    client_options: Mapping[str, Any],
 ) -> Any:
-    """Define the Faust tables and the agent on ``app``; ``output_topics`` maps table → changelog topic."""
+    """Define the Faust tables and the agent on ``app``.
+
+    ``output_topics`` maps table → changelog topic; ``client_options`` are the Kafka connection
+    options (:func:`app.security.kafka_client_options`) for reading back skipped deltas.
+    """
     stores = {
         name: app.Table(
             name,
@@ -100,7 +108,7 @@ def register_table_agent(
                     metrics.TABLE_DELTA_GAPS.inc()
                     logger.warning("table agent: deltas %s[%d] %d..%d were skipped by the consumer; reading them",
                                    deltas_topic, partition, expected, offset - 1)
-                    async for skipped in read_range(bootstrap_servers, deltas_topic, partition, expected, offset):
+                    async for skipped in read_range(client_options, deltas_topic, partition, expected, offset):
                         apply(skipped)
                 apply(event.value)
                 progress[str(partition)] = max(offset, -1 if applied is None else applied)
@@ -114,9 +122,11 @@ def register_table_agent(
     return app.agent(deltas, name="txlake.tables")(fold_deltas)
 
 
-async def read_range(bootstrap_servers: str, topic: str, partition: int, start: int, end: int) -> AsyncIterator[bytes]:
+async def read_range(
+    client_options: Mapping[str, Any], topic: str, partition: int, start: int, end: int
+) -> AsyncIterator[bytes]:
     """The values of ``topic[partition]`` from ``start`` (or the earliest retained) up to ``end`` (excluded)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

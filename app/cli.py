@@ -51,6 +51,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from app.loadgen import StreamTopics, produce
+    from app.security import kafka_client_options
 
     feeds = load_feeds(settings)
     topics = StreamTopics(
@@ -71,6 +72,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
             days=args.days,
             late_fraction=args.late_fraction,
             now=datetime.now(UTC),
+            client_options=kafka_client_options(settings.kafka),
         )
     )
     for topic, count in report.counts.items():
@@ -121,6 +123,22 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from app.verify import verify_deployment
+    from app.verify.render import render_text
+
+    report = asyncio.run(verify_deployment(settings, load_feeds(settings)))
+    print(json.dumps(report.to_json(), indent=2) if args.json else render_text(report))
+    return 0 if report.ok else 1
+
+
+def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    print(settings.model_dump_json(indent=2))  # SecretStr fields dump as "**********"
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="txlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     register_snapshot_commands(commands)
     register_lake_commands(commands)
     register_export_command(commands)
+
+    verify = commands.add_parser("verify", help="reconcile Kafka, the lake, the warehouse and the dead letters")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(run=cmd_verify)
+
+    commands.add_parser("settings", help="print the effective settings (secrets masked)").set_defaults(run=cmd_settings)
     return parser
 
 

@@ -37,6 +37,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from app.feeds import Feed
 from app.landing import RawMessage
+from app.security import kafka_client_options
 from app.settings import Settings
 
 __all__ = ["FetchedBatch", "StreamFetcher"]
@@ -91,7 +92,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         """Fetch until :meth:`stop`; commits landed offsets on the way out."""
         kafka, batching = self.settings.kafka, self.settings.batching
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
+            **kafka_client_options(kafka),
             group_id=kafka.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

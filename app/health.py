@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app import metrics
 from app.fetcher import StreamFetcher
 from app.landing import FeedLanding
+from app.security import kafka_client_options
 from app.settings import Settings
 from app.sinks.lake import LakeSink
 from app.sinks.warehouse import WarehouseSink
@@ -71,11 +72,9 @@ class Health:
         assigned = self.assignment()
         try:
             if self._consumer is None:
-                self._consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.settings.kafka.bootstrap_servers, enable_auto_commit=False
-                )
+                self._consumer = AIOKafkaConsumer(**kafka_client_options(self.settings.kafka), enable_auto_commit=False)
                 await self._consumer.start()
-                self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers)
+                self._admin = AIOKafkaAdminClient(**kafka_client_options(self.settings.kafka))
                 await self._admin.start()
             assert self._admin is not None
             ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}

@@ -19,10 +19,11 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, islice
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -291,6 +292,7 @@ async def produce(
     late_fraction: float = 0.05,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> ProduceReport:
     """Write `count` generated transactions and their derived records to the four topics.
 
@@ -300,7 +302,8 @@ async def produce(
     None means as fast as possible. The producer is idempotent with `acks="all"`; this returns
     only once every message is acknowledged, and raises the first delivery error (a
     KafkaError) otherwise. `progress` gets the running number of transactions handed to the
-    producer, after each chunk.
+    producer, after each chunk. `client_options` (`app.security.kafka_client_options`) replace
+    `bootstrap_servers` when the cluster needs TLS or SASL.
 
     Messages are appended to one record batch per topic-partition (aiokafka's batch API)
     rather than sent one by one: per-message `send` costs more than making the messages.
@@ -310,7 +313,7 @@ async def produce(
         (topics.transactions, topics.flattened, topics.anonymized, topics.blacklisted), 0
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+        **(client_options or {"bootstrap_servers": bootstrap_servers}),
         acks="all",
         enable_idempotence=True,
         linger_ms=_LINGER_MS,

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.feeds import Feed
+from app.security import kafka_client_options
 from app.settings import Settings
 from app.sinks.lake import read_landed_through
 from app.sinks.lake_storage import open_lake_storage
@@ -47,7 +48,7 @@ class PartitionProgress:
 
 
 async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
@@ -60,7 +61,7 @@ async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPart
         if not topic.get("error_code")
         for p in topic["partitions"]
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(partitions) if partitions else {}
@@ -99,7 +100,7 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
 async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
     """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=faust_app_id(settings), enable_auto_commit=False
+        **kafka_client_options(settings.kafka), group_id=faust_app_id(settings), enable_auto_commit=False
     )
     await consumer.start()
     try:

@@ -74,6 +74,18 @@ class KafkaSettings(_Section):
         "handing its partitions to the others.",
     )
     heartbeat_interval_ms: int = Field(3000, ge=100, description="heartbeat.interval.ms; keep below a third of the session timeout.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol of every Kafka client txlake creates (and Faust's)."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="sasl.mechanism for SASL_PLAINTEXT / SASL_SSL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret: env or secret file).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates; unset: the system CAs.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of ssl_keyfile, if encrypted (secret).")
 
 
 class MySQLSettings(_Section):
@@ -86,6 +98,20 @@ class MySQLSettings(_Section):
     database: str = "txlake"
     pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the warehouse sink.")
     connect_timeout_s: float = Field(10.0, gt=0)
+    ssl_mode: Literal["disabled", "required", "verify_ca", "verify_identity"] = Field(
+        "disabled",
+        description="TLS to MySQL, MySQL's --ssl-mode names: required encrypts, verify_ca also checks the "
+        "server certificate against ssl_ca, verify_identity also checks the host name.",
+    )
+    ssl_ca: Path | None = Field(None, description="CA that signed the MySQL server certificate; unset: the system CAs.")
+    lock_wait_timeout_s: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="Longest wait for a table or row lock (session lock_wait_timeout and innodb_lock_wait_timeout). "
+        "A lock held longer by another session (LOCK TABLES, a long DDL or backup) fails the batch, which "
+        "is retried with backoff, instead of hanging the partition silently for the server's default (a day).",
+    )
 
 
 class LakeSettings(_Section):
@@ -166,6 +192,9 @@ class WebSettings(_Section):
 
     host: str = "0.0.0.0"
     port: int = Field(6066, ge=1, le=65535)
+    max_request_bytes: int = Field(
+        65_536, ge=0, description="Largest request body the web server accepts (413 above; 411 without a length)."
+    )
     faust_sensors: bool = Field(
         True,
         description="Also export Faust's own per-message sensors (faust_*) on /metrics. They update "

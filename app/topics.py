@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from agents.tables import state_table_names
 from app.errors import ConfigurationError
 from app.feeds import Feed
+from app.security import kafka_client_options
 from app.settings import Settings
 
 __all__ = ["create_topics", "derivation_source", "ensure_derivation_topics", "faust_app_id"]
@@ -57,7 +58,7 @@ async def _ensure_derivation(settings: Settings, feeds: tuple[Feed, ...], replic
     source = derivation_source(feeds)
     if source is None:
         raise ConfigurationError("tables.derive is on but no feed sets derive_tables = true")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         counts = await _partition_counts(admin, [source.topic, settings.table_deltas_topic])
@@ -95,7 +96,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> di
 async def _create_missing(
     settings: Settings, wanted: dict[str, tuple[int, dict[str, str] | None]], replication: int
 ) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

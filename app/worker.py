@@ -23,6 +23,7 @@ from app.health import Health
 from app.landing import FeedLanding
 from app.rates import load_rates
 from app.retry import Backoff
+from app.security import faust_broker_credentials, kafka_client_options, request_size_limit
 from app.settings import Settings
 from app.sinks.base import Sink
 from app.sinks.deltas import DeltaSink
@@ -72,6 +73,8 @@ def create_app(
         producer_acks=-1,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        broker_credentials=faust_broker_credentials(settings.kafka),
+        web_application_options={"middlewares": [request_size_limit(settings.web.max_request_bytes)]},
     )
     if settings.web.faust_sensors:
         setup_prometheus_sensors(app, name_prefix="faust")
@@ -85,7 +88,7 @@ def create_app(
     facts = FactSink(settings.mysql, dead_letters)
     source = derivation_source(feeds) if table_partitions else None
     deltas = (
-        DeltaSink(settings.mysql, settings.kafka.bootstrap_servers, settings.table_deltas_topic, table_partitions,
+        DeltaSink(settings.mysql, kafka_client_options(settings.kafka), settings.table_deltas_topic, table_partitions,
                   load_rates(settings.tables.exchange_rates_file))
         if source is not None and table_partitions
         else None
@@ -96,7 +99,7 @@ def create_app(
             settings.table_deltas_topic,
             table_partitions,
             {f.table: f.topic for f in feeds if f.table},
-            settings.kafka.bootstrap_servers,
+            kafka_client_options(settings.kafka),
         )
     uses_warehouse = any(feed.warehouse or feed.is_table for feed in feeds)
 

@@ -236,6 +236,8 @@ def _reason(kind_model: type[Record], raw: bytes | None, exc: ValidationError) -
         parsed = json.loads(text)
     except ValueError as err:
         return f"not JSON ({err.msg} at char {err.pos})"
+    except RecursionError:  # pydantic-core stops at its own depth limit; json.loads overflows the stack
+        return "not JSON (nested too deeply)"
     if not isinstance(parsed, dict):
         return f"not a JSON object ({type(parsed).__name__})"
     errors = exc.errors(include_url=False, include_context=False, include_input=False)

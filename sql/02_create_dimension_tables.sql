@@ -6,7 +6,7 @@
 -- event time is >= last_event_at. A fact can arrive before its user; the sink then inserts a
 -- placeholder row with is_inferred = TRUE (late-arriving dimension), completed later by the real event.
 CREATE TABLE IF NOT EXISTS dim_users (
-  user_id        VARCHAR(64)  NOT NULL,
+  user_id        VARCHAR(64)  COLLATE utf8mb4_bin NOT NULL COMMENT 'binary collation: ids differing in case, accents or ignorable characters are different users',
   user_name      VARCHAR(255) NULL,
   user_email     VARCHAR(320) NULL,
   user_country   VARCHAR(64)  NULL,
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS dim_users (
 
 -- Payment methods (same "latest event wins" / inferred-member rules as dim_users).
 CREATE TABLE IF NOT EXISTS dim_payment_methods (
-  payment_method_id        VARCHAR(64)  NOT NULL,
+  payment_method_id        VARCHAR(64)  COLLATE utf8mb4_bin NOT NULL COMMENT 'binary collation (see dim_users.user_id)',
   payment_method_name      VARCHAR(128) NULL,
   payment_method_category  VARCHAR(64)  NULL,
   is_active                BOOLEAN      NOT NULL DEFAULT TRUE,
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS dim_payment_methods (
 -- skips every record at or below landed_through.
 CREATE TABLE IF NOT EXISTS txlake_offset_ledger (
   feed             VARCHAR(128) NOT NULL,
-  topic            VARCHAR(249) NOT NULL,
+  topic            VARCHAR(249) COLLATE utf8mb4_bin NOT NULL COMMENT 'Kafka topic names are case-sensitive',
   kafka_partition  INT          NOT NULL,
   landed_through   BIGINT       NOT NULL COMMENT 'highest Kafka offset whose rows are committed',
   updated_at       TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),

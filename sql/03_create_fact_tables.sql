@@ -7,7 +7,7 @@
 
 CREATE TABLE IF NOT EXISTS fact_user_transaction_summary (
   summary_id         BIGINT        NOT NULL AUTO_INCREMENT,
-  user_id            VARCHAR(64)   NOT NULL,
+  user_id            VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
   transaction_type   VARCHAR(64)   NOT NULL,
   total_amount       DECIMAL(18,2) NULL,
   transaction_count  BIGINT        NULL,
@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS fact_user_transaction_summary (
 
 CREATE TABLE IF NOT EXISTS fact_user_transaction_summary_eur (
   summary_eur_id     BIGINT        NOT NULL AUTO_INCREMENT,
-  user_id            VARCHAR(64)   NOT NULL,
+  user_id            VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
   transaction_type   VARCHAR(64)   NOT NULL,
   total_amount_eur   DECIMAL(18,2) NULL,
   transaction_count  BIGINT        NULL,
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS fact_user_transaction_summary_eur (
 
 CREATE TABLE IF NOT EXISTS fact_payment_method_totals (
   payment_total_id     BIGINT        NOT NULL AUTO_INCREMENT,
-  payment_method_id    VARCHAR(64)   NOT NULL,
+  payment_method_id    VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
   payment_method_name  VARCHAR(128)  NULL,
   total_amount         DECIMAL(18,2) NULL,
   transaction_count    BIGINT        NULL,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -38,13 +39,13 @@ class DeltaSink(WarehouseSink):
     def __init__(
         self,
         mysql: MySQLSettings,
-        bootstrap_servers: str,
+        client_options: dict[str, Any],
         topic: str,
         partitions: int,
         rates: Mapping[str, Decimal],
     ) -> None:
         super().__init__(mysql)
-        self.bootstrap_servers = bootstrap_servers
+        self.client_options = client_options  # app.security.kafka_client_options
         self.topic = topic
         self.partitions = partitions
         self.rates = rates
@@ -54,7 +55,7 @@ class DeltaSink(WarehouseSink):
         await super().start()
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
+                **self.client_options,
                 acks="all",
                 enable_idempotence=True,  # in-order, no duplicates from the producer's own retries
                 linger_ms=5,

@@ -25,6 +25,7 @@ import aiomysql
 import pymysql
 
 from app.errors import WarehouseSinkError
+from app.security import mysql_ssl_context
 from app.settings import MySQLSettings
 from app.sinks.base import Batch, Sink
 from app.sinks.dimensions import DIMENSIONS, latest_rows
@@ -69,8 +70,12 @@ class WarehouseSink(Sink):
                 autocommit=False,
                 charset="utf8mb4",
                 connect_timeout=s.connect_timeout_s,
-                init_command="SET time_zone = '+00:00'",
+                init_command=(
+                    f"SET time_zone = '+00:00', lock_wait_timeout = {s.lock_wait_timeout_s}, "
+                    f"innodb_lock_wait_timeout = {s.lock_wait_timeout_s}"
+                ),
                 pool_recycle=3600,
+                ssl=mysql_ssl_context(s),
             )
         except _FAILURES as exc:
             raise WarehouseSinkError(f"cannot connect to MySQL at {s.host}:{s.port}/{s.database}: {exc}") from exc

@@ -1,0 +1,31 @@
+"""SIGKILL the worker at 10 random moments of a 200,000-message load; every record lands exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from tests.faults.scenario import finish, landed_total, start_load, wait_for_progress
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.crash, pytest.mark.timeout(900)]
+
+KILLS = 10
+
+
+async def test_ten_sigkills_under_load_lose_and_duplicate_nothing(deploy):
+    deployment = await deploy(4, TXLAKE_BATCHING__FLUSH_SIZE="1000", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="300")
+    rng = random.Random(6)
+    # A slower, longer load (~85 s) so that all ten kills and restarts happen while it still runs.
+    load = await start_load(deployment, seed=61, rate=650)
+    worker = deployment.worker().start()
+    for _ in range(KILLS):
+        # Only once this incarnation landed something, then at a random moment of its landing:
+        # mid-batch, between the stage and the commit point, between the sinks, mid-commit to Kafka.
+        await wait_for_progress(deployment, worker, beyond=await landed_total(deployment))
+        await asyncio.sleep(rng.uniform(0.0, 2.0))
+        worker.kill()
+        worker = deployment.worker().start()
+    await finish(deployment, load, "SIGKILL the worker at 10 random moments", KILLS)
+    assert worker.alive(), worker.log()[-3000:]
