@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: demo test unit bench bench-export up down install clean
+.PHONY: demo test unit bench bench-tables bench-export up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -21,6 +21,9 @@ unit:               ## unit tests only (no services)
 
 bench:              ## the throughput benchmark (writes bench/results and the README table)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.run
+
+bench-tables:       ## the table path: derivation throughput, produce-to-MySQL latency at 5,000 tx/s (bench/results/tables-*.json)
+	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.tables
 
 bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (writes bench/results/export-*.json)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000
