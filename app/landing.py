@@ -23,6 +23,7 @@ from app.feeds import Feed
 from app.retry import Backoff, retry_transient
 from app.sinks.base import Batch, Sink
 from models.transaction import InvalidRecord, decode
+from models.wire import fast_decoder
 
 __all__ = ["FeedLanding", "RawMessage", "reason_of"]
 
@@ -66,6 +67,7 @@ class FeedLanding:
         self.dead_letters = dead_letters
         self.backoff = backoff
         self._model = feed.record_kind.model
+        self._fast_decode = fast_decoder(self._model)  # None: pydantic only
         self._active = 0  # batches landing right now (retries included)
         self.last_batch_at: float | None = None  # time.monotonic() of the last batch taken
 
@@ -106,12 +108,24 @@ class FeedLanding:
         await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
 
     def decode(self, partition: int, messages: Sequence[RawMessage]) -> tuple[Batch, list[DeadLetter]]:
-        """Split messages into a batch of valid records and the dead letters of the rest."""
-        model = self._model
+        """Split messages into a batch of valid records and the dead letters of the rest.
+
+        A value goes through the model's fast decoder first (:mod:`models.wire`: upper-case
+        names, the common case); whatever that does not accept is decoded by the pydantic
+        model, which accepts it or gives the reason it is dead-lettered with.
+        """
+        model, fast_decode = self._model, self._fast_decode
         records: list[Any] = []
         offsets: list[int] = []
         rejected: list[DeadLetter] = []
         for message in messages:
+            if fast_decode is not None and message.value is not None:
+                try:
+                    records.append(fast_decode(message.value))
+                    offsets.append(message.offset)
+                    continue
+                except Exception:  # noqa: BLE001 - not for the fast path: pydantic decides below
+                    pass
             try:
                 if message.value is None:
                     raise InvalidRecord("null value (tombstone) on a stream topic")

@@ -45,6 +45,7 @@ __all__ = [
     "User",
     "construct_trusted",
     "decode",
+    "event_timestamp_of",
     "to_wire",
 ]
 
@@ -52,7 +53,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_YEAR, _MAX_YEAR = 1970, 2200
 
 
-def _event_timestamp(value: object) -> datetime:
+def event_timestamp_of(value: object) -> datetime:
     """Validate an event timestamp: ISO-8601 string, epoch milliseconds or datetime → UTC ms."""
     if type(value) is str:
         try:
@@ -79,7 +80,7 @@ def _iso_millis(value: datetime) -> str:
 
 EventTimestamp = Annotated[
     datetime,
-    PlainValidator(_event_timestamp),
+    PlainValidator(event_timestamp_of),
     PlainSerializer(_iso_millis, return_type=str, when_used="json"),
 ]
 """UTC instant with millisecond precision; ISO-8601 or epoch milliseconds in, ISO-8601 `Z` out."""
