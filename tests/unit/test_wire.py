@@ -17,11 +17,11 @@ from typing import Any
 
 import msgspec
 import pytest
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 
 from app.loadgen import generate
 from models.derive import Blacklist, blacklisted, flatten
-from models.transaction import BlacklistedTransaction, FlattenedLine, Record, Transaction, to_wire
+from models.transaction import BlacklistedTransaction, FlattenedLine, Record, Transaction, User, to_wire
 from models.wire import fast_decoder
 from tests.unit import test_models
 
@@ -66,10 +66,25 @@ def assert_agree(model: type[Record], raw: bytes) -> Any:
     return got
 
 
-def test_models_without_a_twin_have_no_fast_decoder() -> None:
-    from models.transaction import User
+def test_a_model_a_twin_cannot_express_has_no_fast_decoder() -> None:
+    class WithDefault(Record):
+        note: str = "-"
 
-    assert fast_decoder(User) is None
+    class WithValidator(Record):
+        note: str
+
+        @field_validator("note")
+        @classmethod
+        def _shout(cls, value: str) -> str:
+            return value.upper()
+
+    class WithNestedTime(Record):
+        line: FlattenedLine
+
+    assert fast_decoder(WithDefault) is None
+    assert fast_decoder(WithNestedTime) is None
+    assert fast_decoder(WithValidator) is None
+    assert fast_decoder(User) is not None  # plain constrained fields: it has one
 
 
 def test_the_generators_records_take_the_fast_path_with_equal_values() -> None:
