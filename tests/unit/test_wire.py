@@ -206,3 +206,21 @@ def test_the_landing_decodes_a_mixed_batch_through_both_paths() -> None:
     ]
     assert rejected[0].message.startswith("invalid transaction: CURRENCY: String should match pattern")
     assert rejected[1].message == "null value (tombstone) on a stream topic"
+
+
+def test_both_paths_give_the_same_arrow_rows_and_dimension_rows() -> None:
+    from app.sinks.dimensions import DIMENSIONS, latest_rows
+    from models.arrow import RECORD_KINDS
+
+    txs = list(generate(300, seed=9, now=NOW))
+    raws = [to_wire(tx) for tx in txs]
+    fast = [fast_result(Transaction, raw) for raw in raws]
+    slow = [Transaction.model_validate_json(raw) for raw in raws]
+    mixed = [f if i % 2 else s for i, (f, s) in enumerate(zip(fast, slow))]
+    kind = RECORD_KINDS["transaction"]
+    positions = ([0] * len(raws), list(range(len(raws))))
+    expected = kind.to_table(slow, *positions)
+    assert kind.to_table(fast, *positions).equals(expected)
+    assert kind.to_table(mixed, *positions).equals(expected)
+    for dimension in DIMENSIONS.values():
+        assert latest_rows(dimension, fast) == latest_rows(dimension, slow)
