@@ -26,6 +26,7 @@ a duplicate (the sinks skip offsets they hold anyway).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict, deque
@@ -33,10 +34,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from app.feeds import Feed
-from app.landing import RawMessage
 from app.security import kafka_client_options
 from app.settings import Settings
 
@@ -50,10 +50,13 @@ POLL_TIMEOUT_MS = 20  # short: a landed batch frees a paused feed within a poll
 
 @dataclass(eq=False)
 class FetchedBatch:
-    """Up to ``flush_size`` consecutive messages of each of some partitions of a feed's topic."""
+    """Up to ``flush_size`` consecutive messages of each of some partitions of a feed's topic.
+
+    The messages are aiokafka's records as the consumer returned them (no copy per message).
+    """
 
     feed: Feed
-    messages: list[RawMessage]
+    messages: list[ConsumerRecord]
     landed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def last_offsets(self) -> dict[int, int]:
@@ -78,7 +81,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalancing = False
         self._assigned: set[TopicPartition] = set()
-        self._pending: dict[TopicPartition, list[RawMessage]] = defaultdict(list)
+        self._pending: dict[TopicPartition, list[ConsumerRecord]] = defaultdict(list)
         self._pending_since: dict[TopicPartition, float] = {}
         self._in_flight: dict[str, deque[FetchedBatch]] = defaultdict(deque)
         self._position: dict[TopicPartition, int] = {}  # next offset accepted from the consumer
@@ -105,6 +108,10 @@ class StreamFetcher(ConsumerRebalanceListener):
         self.consumer.subscribe(list(self.feeds), listener=self)
         await self.consumer.start()
         committer = asyncio.create_task(self._commit_periodically())
+        # What exists now (modules, the Faust app, clients, sinks) lives as long as the process:
+        # move it out of the collector's reach, so the full collections that record churn
+        # triggers do not walk it again and again.
+        gc.freeze()
         try:
             await self._fetch(batching.flush_size, batching.rotate_interval_ms / 1000)
         finally:
@@ -143,14 +150,13 @@ class StreamFetcher(ConsumerRebalanceListener):
                 pending = self._pending[tp]
                 if not pending:
                     self._pending_since[tp] = now
-                partition = tp.partition
-                pending.extend(RawMessage(partition, r.offset, r.key, r.value) for r in fresh)
+                pending.extend(fresh)
             if self.rebalancing:
                 continue  # keep what is pending until the new assignment is settled
             # Every partition chunk that is due -- full, or its oldest message waited long
             # enough -- goes to the feed's agent in one hand-over, so the partitions of a
             # topic land concurrently.
-            due: dict[str, list[RawMessage]] = defaultdict(list)
+            due: dict[str, list[ConsumerRecord]] = defaultdict(list)
             for tp, pending in self._pending.items():
                 if len(pending) >= flush_size:
                     due[tp.topic].extend(pending[:flush_size])
@@ -162,7 +168,7 @@ class StreamFetcher(ConsumerRebalanceListener):
             for topic, messages in due.items():
                 await self._hand_over(topic, messages)
 
-    async def _hand_over(self, topic: str, messages: list[RawMessage]) -> None:
+    async def _hand_over(self, topic: str, messages: list[ConsumerRecord]) -> None:
         batch = FetchedBatch(self.feeds[topic], messages)
         self._in_flight[topic].append(batch)
         batch.landed.add_done_callback(lambda _f, b=batch: self._on_landed(b))

@@ -7,16 +7,14 @@ tests; here the consumer is a stand-in that returns scripted ``getmany()`` resul
 from __future__ import annotations
 
 import asyncio
-from collections import namedtuple
-
 from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from app.feeds import Feed
 from app.fetcher import StreamFetcher
 from app.settings import Settings
 
 FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
-Record = namedtuple("Record", "offset key value")
 P0, P1 = TopicPartition("tx", 0), TopicPartition("tx", 1)
 
 
@@ -49,8 +47,11 @@ class ScriptedConsumer:
         return self.script.pop(0)
 
 
-def _records(first: int, last: int) -> list[Record]:
-    return [Record(offset, None, b"{}") for offset in range(first, last + 1)]
+def _records(tp: TopicPartition, first: int, last: int) -> list[ConsumerRecord]:
+    return [
+        ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, None, b"{}", None, 0, 2, ())
+        for offset in range(first, last + 1)
+    ]
 
 
 async def _run(script: list[dict], flush_size: int = 3, rotate_ms: int = 60_000, land: bool = True, pause_s: float = 0):
@@ -80,7 +81,7 @@ def _offsets(batch) -> list[tuple[int, int]]:
 
 async def test_chunks_are_flush_size_per_partition_and_offsets_never_repeat():
     # The second poll repeats offsets 1..2 of partition 0, as after a seek in a rebalance.
-    fetcher, delivered = await _run([{P0: _records(0, 3), P1: _records(0, 1)}, {P0: _records(1, 6)}])
+    fetcher, delivered = await _run([{P0: _records(P0, 0, 3), P1: _records(P1, 0, 1)}, {P0: _records(P0, 1, 6)}])
     chunks = [_offsets(batch) for batch in delivered]
     assert chunks == [[(0, 0), (0, 1), (0, 2)], [(0, 3), (0, 4), (0, 5)]]
     assert fetcher._pending[P0][0].offset == 6 and len(fetcher._pending[P1]) == 2
@@ -88,7 +89,7 @@ async def test_chunks_are_flush_size_per_partition_and_offsets_never_repeat():
 
 
 async def test_a_chunk_that_waited_the_rotate_interval_is_handed_over():
-    fetcher, delivered = await _run([{P1: _records(0, 1)}, {}], flush_size=100, rotate_ms=10, pause_s=0.02)
+    fetcher, delivered = await _run([{P1: _records(P1, 0, 1)}, {}], flush_size=100, rotate_ms=10, pause_s=0.02)
     assert [_offsets(batch) for batch in delivered] == [[(1, 0), (1, 1)]]
     assert fetcher._landed == {P1: 2}
 
@@ -96,7 +97,7 @@ async def test_a_chunk_that_waited_the_rotate_interval_is_handed_over():
 async def test_a_feed_with_too_many_batches_in_flight_is_paused():
     from app.fetcher import MAX_IN_FLIGHT
 
-    script = [{P0: _records(i * 3, i * 3 + 2)} for i in range(MAX_IN_FLIGHT + 1)]
+    script = [{P0: _records(P0, i * 3, i * 3 + 2)} for i in range(MAX_IN_FLIGHT + 1)]
     fetcher, delivered = await _run(script, land=False)
     assert len(delivered) == MAX_IN_FLIGHT + 1
     fetcher._apply_backpressure()
@@ -110,7 +111,7 @@ async def test_a_feed_with_too_many_batches_in_flight_is_paused():
 
 
 async def test_revocation_drops_what_was_buffered_for_the_lost_partitions():
-    fetcher, _ = await _run([{P0: _records(0, 1), P1: _records(0, 1)}], flush_size=10)
+    fetcher, _ = await _run([{P0: _records(P0, 0, 1), P1: _records(P1, 0, 1)}], flush_size=10)
 
     async def no_commit(*_args, **_kwargs):
         return None
