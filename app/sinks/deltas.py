@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from app.errors import TransientError, WarehouseSinkError
 from app.settings import MySQLSettings
 from app.sinks.base import Batch
-from app.sinks.warehouse import _FAILURES, WRITE_LEDGER, WarehouseSink
+from app.sinks.warehouse import MYSQL_FAILURES, WRITE_LEDGER, WarehouseSink
 from app.table_deltas import delta_messages
 
 __all__ = ["DeltaSink", "ledger_feed"]
@@ -66,7 +66,7 @@ class DeltaSink(WarehouseSink):
     async def write(self, batch: Batch) -> int:
         try:
             return await self._write(batch)
-        except _FAILURES as exc:
+        except MYSQL_FAILURES as exc:
             raise WarehouseSinkError(f"delta ledger of {batch.describe()}: {exc}") from exc
 
     async def _write(self, batch: Batch) -> int:

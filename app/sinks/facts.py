@@ -1,7 +1,8 @@
 """The fact sink: a table feed's changelog kept current in its fact table's live rows.
 
 Live rows are the fact rows with ``snapshot_version = 0``. For a batch of one (feed, topic,
-partition) the sink, inside one MySQL transaction (the :class:`WarehouseSink` protocol):
+partition) the sink, inside one MySQL transaction (the :class:`WarehouseSink` protocol; this
+class supplies step 2-4 as ``_land``):
 
 1. locks the ledger row and drops the records at or below ``landed_through`` (a replay);
 2. reduces the batch to the last change per key (offset order), so a key updated 50 times in a
@@ -29,7 +30,7 @@ import aiomysql
 from app.dead_letters import DeadLetter, DeadLetterPublisher
 from app.settings import MySQLSettings
 from app.sinks.base import Batch
-from app.sinks.warehouse import READ_LEDGER, WRITE_LEDGER, WarehouseSink
+from app.sinks.warehouse import WarehouseSink
 from models.tables import TableRow, TableSpec, encode_key
 
 __all__ = ["FactSink", "UNKNOWN_KEY"]
@@ -49,35 +50,22 @@ class FactSink(WarehouseSink):
         super().__init__(settings)
         self.dead_letters = dead_letters
 
-    async def _write_in_transaction(self, connection: aiomysql.Connection, batch: Batch) -> int:
-        spec = batch.feed.table_spec
-        key = (batch.feed.name, batch.topic, batch.partition)
-        async with connection.cursor() as cursor:
-            await connection.begin()
-            await cursor.execute(READ_LEDGER, key)
-            row = await cursor.fetchone()
-            landed = -1 if row is None else int(row[0])
-            pending = batch.after(landed)
-            if pending.last_offset <= landed:
-                await connection.rollback()
-                return 0
-            tombstoned = {r.key for r in pending.records if r.is_tombstone}
-            existing = await _live_keys(cursor, spec, tombstoned)
-            final, unknown = _last_change_per_key(pending.records, pending.offsets, existing)
-            upserts = sorted((k, v) for k, v in final.items() if v is not None)
-            deletes = sorted(k for k, v in final.items() if v is None)
-            if spec.dimension is not None and upserts:
-                await _infer_members(cursor, spec, upserts)
-            if upserts:
-                await cursor.executemany(_upsert_sql(spec), [(*k, *_values(spec, v), _LIVE) for k, v in upserts])
-            if deletes:
-                await cursor.executemany(_delete_sql(spec), [(*k, _LIVE) for k in deletes])
-            if unknown:
-                await self.dead_letters.publish([_unknown_tombstone(batch, spec, offset, k) for offset, k in unknown])
-            await cursor.execute(WRITE_LEDGER, (*key, pending.last_offset))
-            await connection.commit()
+    async def _land(self, cursor: aiomysql.Cursor, pending: Batch) -> int:
+        spec = pending.feed.table_spec
+        tombstoned = {r.key for r in pending.records if r.is_tombstone}
+        existing = await _live_keys(cursor, spec, tombstoned)
+        final, unknown = _last_change_per_key(pending.records, pending.offsets, existing)
+        upserts = sorted((k, v) for k, v in final.items() if v is not None)
+        deletes = sorted(k for k, v in final.items() if v is None)
+        if spec.dimension is not None and upserts:
+            await _infer_members(cursor, spec, upserts)
+        if upserts:
+            await cursor.executemany(_upsert_sql(spec), [(*k, *_values(spec, v), _LIVE) for k, v in upserts])
+        if deletes:
+            await cursor.executemany(_delete_sql(spec), [(*k, _LIVE) for k in deletes])
+        if unknown:
+            await self.dead_letters.publish([_unknown_tombstone(pending, spec, offset, k) for offset, k in unknown])
         return len(pending.records) - len(unknown)
-
 
 def _last_change_per_key(
     records: Sequence[TableRow], offsets: Sequence[int], existing: set[tuple[str, ...]]

@@ -42,7 +42,8 @@ WRITE_LEDGER = (
     "INSERT INTO txlake_offset_ledger (feed, topic, kafka_partition, landed_through) VALUES (%s, %s, %s, %s) "
     "ON DUPLICATE KEY UPDATE landed_through = VALUES(landed_through)"
 )
-_FAILURES = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError)
+MYSQL_FAILURES = (pymysql.err.MySQLError, OSError, asyncio.TimeoutError)
+"""What a lost or failing MySQL connection raises: transient for every MySQL sink."""
 
 
 class WarehouseSink(Sink):
@@ -77,7 +78,7 @@ class WarehouseSink(Sink):
                 pool_recycle=3600,
                 ssl=mysql_ssl_context(s),
             )
-        except _FAILURES as exc:
+        except MYSQL_FAILURES as exc:
             raise WarehouseSinkError(f"cannot connect to MySQL at {s.host}:{s.port}/{s.database}: {exc}") from exc
 
     @contextlib.asynccontextmanager
@@ -97,7 +98,7 @@ class WarehouseSink(Sink):
         try:
             async with self._connection() as connection:
                 return await self._write_in_transaction(connection, batch)
-        except _FAILURES as exc:
+        except MYSQL_FAILURES as exc:
             raise WarehouseSinkError(f"batch {batch.describe()}: {exc}") from exc
 
     async def ping(self) -> None:
@@ -125,13 +126,21 @@ class WarehouseSink(Sink):
             if pending.last_offset <= landed:
                 await connection.rollback()
                 return 0
-            for table in batch.feed.warehouse:
-                dimension = DIMENSIONS[table]
-                rows = latest_rows(dimension, pending.records)
-                if rows:
-                    await cursor.executemany(dimension.upsert_sql, rows)
+            landed_records = await self._land(cursor, pending)
             await cursor.execute(WRITE_LEDGER, (*key, pending.last_offset))
             await connection.commit()
+        return landed_records
+
+    async def _land(self, cursor: aiomysql.Cursor, pending: Batch) -> int:
+        """Write ``pending`` (records above the ledger) inside the open transaction; returns records landed.
+
+        This sink upserts the feed's dimension tables; subclasses write other tables.
+        """
+        for table in pending.feed.warehouse:
+            dimension = DIMENSIONS[table]
+            rows = latest_rows(dimension, pending.records)
+            if rows:
+                await cursor.executemany(dimension.upsert_sql, rows)
         return len(pending.records)
 
     async def stop(self) -> None:

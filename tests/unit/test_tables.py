@@ -172,3 +172,16 @@ def test_rates_file_must_hold_positive_decimals(tmp_path):
         good.write_text(text)
         with pytest.raises(ConfigurationError):
             load_rates(good)
+
+
+def test_the_snapshot_specs_agree_with_the_wire_specs():
+    """Two views of the four tables (wire format and version rows) must name the same columns."""
+    from app.snapshots.tables import TABLES as VERSION_TABLES
+
+    assert set(VERSION_TABLES) == set(TABLES)
+    for name, wire in TABLES.items():
+        version = VERSION_TABLES[name]
+        assert version.fact_table == wire.fact_table and version.topic == wire.topic
+        assert version.key == wire.key_columns
+        assert set(version.columns) == set(wire.columns), name
+        assert [(d.table, d.column) for d in version.dimensions] == ([wire.dimension] if wire.dimension else [])
