@@ -90,8 +90,9 @@ def mysql_ssl_context(mysql: MySQLSettings) -> ssl.SSLContext | None:
 def request_size_limit(max_bytes: int) -> Any:
     """aiohttp middleware: refuse a request body over ``max_bytes`` (or of unknown length) with 413/411.
 
-    The worker's endpoints are all GETs; a large or streamed body is never needed, so it is
-    refused before any handler runs (and before it is read).
+    The worker's POST endpoints (``/exports``, ``/snapshots/{table}``) take small JSON bodies; a
+    large or streamed body is never needed, so it is refused before any handler runs (and before
+    it is read).
     """
 
     @web.middleware

@@ -63,7 +63,12 @@ resolve_jars() {
   die "could not resolve any Kafka version"
 }
 
-read_pid() { [[ -s "$PIDFILE" ]] && tr -dc '0-9' <"$PIDFILE" || true; }
+# The pid file, or else the broker started with our properties file (a start interrupted between
+# launching the JVM and its readiness check, or a racing start, can leave a broker without one).
+read_pid() {
+  if [[ -s "$PIDFILE" ]]; then tr -dc '0-9' <"$PIDFILE"; return 0; fi
+  pgrep -o -f -- "kafka\.Kafka $PROPS\$" || true
+}
 
 # Running = pid file names a live process whose command line is our broker.
 is_running() {

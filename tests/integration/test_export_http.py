@@ -73,11 +73,13 @@ async def test_exports_endpoint(deploy: Any, ksqldb: KsqlDBTestServer) -> None:
         huge = await http.post("/exports", content=b"{" + b" " * 20_000 + b"}", headers=auth)
         assert huge.status_code == 413
 
-        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the limit still holds
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: refused
             for _ in range(40):
                 yield b" " * 1000
 
-        assert (await http.post("/exports", content=chunked(), headers=auth)).status_code == 413
+        # The worker's request-size middleware wants a Content-Length for any body (411 before any
+        # handler runs); the endpoint's own 16 KiB limit (413) stands behind it.
+        assert (await http.post("/exports", content=chunked(), headers=auth)).status_code == 411
         assert (await http.get("/exports/unknown", headers=auth)).status_code == 404
         # a slow export: 409 for a second one of the same dataset, progress, cancel
         ksqldb.knobs.row_delay_s = 0.01
