@@ -203,10 +203,11 @@ def test_chart_secret_keys_are_the_setting_file_names():
     resources = render(
         "--set", "secrets.mysqlPassword=pw",
         "--set", "secrets.anonymizationKey=key",
-        "--set", "secrets.exportsToken=tok",
+        "--set", "secrets.apiToken=tok",
+        "--set", "secrets.ksqldbPassword=kpw",
     )  # fmt: skip
     secret = resources[("Secret", FULLNAME)]
-    assert set(secret["data"]) == {"mysql__password", "anonymization__key", "exports__token"}
+    assert set(secret["data"]) == {"mysql__password", "anonymization__key", "web__api_token", "ksqldb__password"}
     assert "checksum/secret" in resources[("Deployment", FULLNAME)]["spec"]["template"]["metadata"]["annotations"]
 
 
