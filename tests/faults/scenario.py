@@ -36,7 +36,7 @@ async def start_load(deployment: Deployment, seed: int, count: int = TRANSACTION
 async def landed_total(deployment: Deployment) -> int:
     """Offsets landed over every feed and sink (a progress counter)."""
     rows = await feed_progress(deployment.settings, deployment.feeds)
-    return sum(row.lake + 1 + (0 if row.warehouse is None else row.warehouse + 1) for row in rows)
+    return sum(held + 1 for row in rows for held in (row.lake, row.warehouse) if held is not None)
 
 
 async def wait_for_progress(deployment: Deployment, worker: WorkerProcess, beyond: int, timeout_s: float = 90) -> int:
