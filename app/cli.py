@@ -129,7 +129,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from app.verify import verify_deployment
     from app.verify.render import render_text
 
-    report = asyncio.run(verify_deployment(settings, load_feeds(settings)))
+    report = asyncio.run(verify_deployment(settings, load_feeds(settings), settled=args.settled))
     print(json.dumps(report.to_json(), indent=2) if args.json else render_text(report))
     return 0 if report.ok else 1
 
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="reconcile Kafka, the lake, the warehouse and the dead letters")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.add_argument(
+        "--settled", action="store_true", help="nothing is in flight: table changelogs must have landed up to Kafka's end"
+    )
     verify.set_defaults(run=cmd_verify)
 
     commands.add_parser("settings", help="print the effective settings (secrets masked)").set_defaults(run=cmd_settings)

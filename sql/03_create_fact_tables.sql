@@ -8,7 +8,7 @@
 CREATE TABLE IF NOT EXISTS fact_user_transaction_summary (
   summary_id         BIGINT        NOT NULL AUTO_INCREMENT,
   user_id            VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
-  transaction_type   VARCHAR(64)   NOT NULL,
+  transaction_type   VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
   total_amount       DECIMAL(18,2) NULL,
   transaction_count  BIGINT        NULL,
   avg_amount         DECIMAL(18,4) NULL,
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS fact_user_transaction_summary (
 CREATE TABLE IF NOT EXISTS fact_user_transaction_summary_eur (
   summary_eur_id     BIGINT        NOT NULL AUTO_INCREMENT,
   user_id            VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
-  transaction_type   VARCHAR(64)   NOT NULL,
+  transaction_type   VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
   total_amount_eur   DECIMAL(18,2) NULL,
   transaction_count  BIGINT        NULL,
   avg_amount_eur     DECIMAL(18,4) NULL,
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS fact_payment_method_totals (
 -- Independent fact: no foreign key (products have no dimension table).
 CREATE TABLE IF NOT EXISTS fact_product_purchase_counts (
   product_count_id   BIGINT        NOT NULL AUTO_INCREMENT,
-  product_id         VARCHAR(64)   NOT NULL,
+  product_id         VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL COMMENT 'binary collation (see dim_users.user_id)',
   product_name       VARCHAR(255)  NULL,
   product_category   VARCHAR(128)  NULL,
   purchase_count     BIGINT        NULL,

@@ -12,9 +12,10 @@ For every feed and every partition of its topic, :func:`verify_deployment` recon
 The rules are in :mod:`app.verify.reconcile`. Dead letters are at least once (a crash between
 publishing and landing republishes them): repeats are counted, never a failure.
 
-Feeds are reconciled by the kind of their dataset (``streams/…`` today). A kind without a
-reconciler in :data:`RECONCILERS` -- table changelog feeds, until theirs is added -- is listed
-as *not checked* (not a failure) so the report never claims more than it proved.
+Feeds are reconciled by the kind of their dataset: ``streams/…`` here, ``tables/…`` (changelog
+positions, the fact table's live rows against the state the changelog implies) in
+:mod:`app.verify.tables`. A kind without a reconciler in :data:`RECONCILERS` is listed as
+*not checked* (not a failure) so the report never claims more than it proved.
 """
 
 from __future__ import annotations
@@ -35,23 +36,25 @@ from app.sinks.lake import read_landed_through
 from app.sinks.lake_storage import LakeStorage, open_lake_storage
 from app.verify import sources
 from app.verify.reconcile import PartitionFindings, PartitionPositions, reconcile_partition
+from app.verify.tables import ChangelogFindings, LiveStateFindings, reconcile_table
 
 __all__ = ["RECONCILERS", "FeedReport", "VerifyReport", "verify_deployment"]
 
 
 @dataclass
 class FeedReport:
-    """One feed: its partitions' findings, or why it was not checked."""
+    """One feed: its partitions' findings (and a table feed's live state), or why it was not checked."""
 
     feed: str
     topic: str
     dataset: str
-    partitions: list[PartitionFindings] = field(default_factory=list)
+    partitions: list[PartitionFindings | ChangelogFindings] = field(default_factory=list)
     not_checked: str | None = None
+    live_state: LiveStateFindings | None = None
 
     @property
     def ok(self) -> bool:
-        return all(p.ok for p in self.partitions)
+        return all(p.ok for p in self.partitions) and (self.live_state is None or self.live_state.ok)
 
     def to_json(self) -> dict:
         return {
@@ -61,6 +64,7 @@ class FeedReport:
             "ok": self.ok,
             "not_checked": self.not_checked,
             "partitions": [p.to_json() for p in self.partitions],
+            **({"live_state": self.live_state.to_json()} if self.live_state is not None else {}),
         }
 
 
@@ -97,15 +101,13 @@ class _Context:
     kafka: sources.KafkaPositions
     dead_letters: sources.DeadLetterIndex
     warehouse_ledgers: dict[tuple[str, str, int], int]
+    settled: bool
 
 
 async def _reconcile_stream_feed(context: _Context, feed: Feed) -> FeedReport:
     """A stream feed: every offset of every partition, contiguous from the log start."""
     report = FeedReport(feed.name, feed.topic, feed.dataset)
     partitions = context.kafka.partitions(feed.topic)
-    if not partitions:
-        report.not_checked = f"topic {feed.topic} does not exist"
-        return report
     # Ledgers first, rows second: a batch committed in between only adds rows above the
     # ledgers read, which the reconciliation ignores (never reported as beyond the ledger).
     lake_through = {
@@ -149,25 +151,43 @@ async def _check_dimensions(
         )
 
 
+async def _reconcile_table_feed(context: _Context, feed: Feed) -> FeedReport:
+    """A table feed: its changelog's positions and its fact table's live rows (:mod:`app.verify.tables`)."""
+    report = FeedReport(feed.name, feed.topic, feed.dataset)
+    findings, report.live_state = await reconcile_table(
+        context.settings, feed, context.kafka.partitions(feed.topic), context.kafka, context.dead_letters,
+        settled=context.settled,
+    )
+    report.partitions.extend(findings)
+    return report
+
+
 Reconciler = Callable[[_Context, Feed], Awaitable[FeedReport]]
-RECONCILERS: dict[str, Reconciler] = {"streams": _reconcile_stream_feed}
-"""Dataset kind (the first part of ``feed.dataset``) -> its reconciler. Table feeds add theirs here."""
+RECONCILERS: dict[str, Reconciler] = {"streams": _reconcile_stream_feed, "tables": _reconcile_table_feed}
+"""Dataset kind (the first part of ``feed.dataset``) -> its reconciler."""
 
 
-async def verify_deployment(settings: Settings, feeds: tuple[Feed, ...]) -> VerifyReport:
-    """Reconcile every feed (see the module docstring). Read-only; safe while workers run."""
+async def verify_deployment(settings: Settings, feeds: tuple[Feed, ...], *, settled: bool = False) -> VerifyReport:
+    """Reconcile every feed (see the module docstring). Read-only; safe while workers run.
+
+    ``settled``: the caller knows nothing is in flight, so a table feed's changelog must have
+    landed up to Kafka's last offset (otherwise offsets above its ledger are lag, not a problem).
+    """
     started = time.monotonic()
     storage = open_lake_storage(settings.lake)
     kafka = await sources.kafka_positions(settings, [feed.topic for feed in feeds] + [settings.dead_letter_topic])
     dead_letters = await sources.read_dead_letters(settings, kafka)
     ledgers = await sources.warehouse_ledgers(settings) if any(feed.warehouse for feed in feeds) else {}
-    context = _Context(settings, storage, kafka, dead_letters, ledgers)
+    context = _Context(settings, storage, kafka, dead_letters, ledgers, settled)
     reports = []
     for feed in feeds:
         kind = feed.dataset.split("/", 1)[0]
         reconciler = RECONCILERS.get(kind)
         if reconciler is None:
             reports.append(FeedReport(feed.name, feed.topic, feed.dataset, not_checked=f"no reconciler for {kind} feeds yet"))
+            continue
+        if not kafka.partitions(feed.topic):
+            reports.append(FeedReport(feed.name, feed.topic, feed.dataset, not_checked=f"topic {feed.topic} does not exist"))
             continue
         reports.append(await reconciler(context, feed))
     known = {feed.topic for feed in feeds}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import aiomysql
 import numpy as np
@@ -22,17 +23,21 @@ from app.feeds import Feed
 from app.security import kafka_client_options, mysql_ssl_context
 from app.settings import Settings
 from app.sinks.lake_storage import LakeStorage, LocalStorage, ObjectStorage
+from models.tables import TableSpec
 
 __all__ = [
     "DeadLetterIndex",
+    "FactSnapshot",
     "KafkaPositions",
     "dimension_keys",
     "feed_lake_columns",
     "kafka_positions",
     "keys_through",
     "lake_columns",
+    "live_fact_snapshot",
     "offsets_by_partition",
     "read_dead_letters",
+    "read_partition",
     "warehouse_ledgers",
 ]
 
@@ -120,6 +125,26 @@ async def read_dead_letters(settings: Settings, kafka: KafkaPositions, idle_time
     return index
 
 
+async def read_partition(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, last: int, idle_timeout_s: float = 10.0
+) -> list[tuple[int, bytes | None, bytes | None]]:
+    """``(offset, key, value)`` of one partition's messages from ``first`` through ``last`` (inclusive).
+
+    ``consumer`` is started and not subscribed; the partition becomes its only assignment.
+    """
+    if last < first:
+        return []
+    consumer.assign([tp])
+    consumer.seek(tp, first)
+    messages: list[tuple[int, bytes | None, bytes | None]] = []
+    while await consumer.position(tp) <= last:
+        fetched = await consumer.getmany(tp, timeout_ms=int(idle_timeout_s * 1000), max_records=50_000)
+        if not fetched:
+            raise TimeoutError(f"{tp.topic}[{tp.partition}]: no records for {idle_timeout_s}s before offset {last}")
+        messages.extend((m.offset, m.key, m.value) for m in fetched.get(tp, ()) if m.offset <= last)
+    return messages
+
+
 def lake_columns(storage: LakeStorage, dataset: str, columns: list[str]) -> pa.Table | None:
     """Only ``columns`` of a dataset's visible files (never staged ones); None when it has none."""
     if isinstance(storage, LocalStorage):
@@ -175,6 +200,48 @@ async def warehouse_ledgers(settings: Settings) -> dict[tuple[str, str, int], in
             return {(feed, topic, int(p)): int(through) for feed, topic, p, through in await cursor.fetchall()}
     finally:
         connection.close()
+
+
+@dataclass(frozen=True)
+class FactSnapshot:
+    """One consistent read of a table feed's fact ledger and its fact table's live rows."""
+
+    ledgers: dict[int, int]  # partition -> landed_through
+    rows: dict[tuple[str, ...], tuple]  # key columns -> value columns (TableSpec order)
+    orphans: list[str]  # live facts' dimension keys without a dimension row (sorted)
+
+
+async def live_fact_snapshot(settings: Settings, spec: TableSpec, feed: str, topic: str) -> FactSnapshot:
+    """The feed's ledger rows, the live fact rows and their orphaned dimension keys, in one snapshot.
+
+    The fact sink commits rows and ledger together, so reading them in one consistent snapshot
+    pairs them exactly while workers run. Names come from :data:`models.tables.TABLES`, not input.
+    """
+    keys = len(spec.key_columns)
+    connection = await _connect(settings)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            await cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            await cursor.execute(
+                "SELECT kafka_partition, landed_through FROM txlake_offset_ledger WHERE feed = %s AND topic = %s",
+                (feed, topic),
+            )
+            ledgers = {int(p): int(through) for p, through in await cursor.fetchall()}
+            await cursor.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.fact_table} WHERE snapshot_version = 0")
+            rows = {tuple(row[:keys]): tuple(row[keys:]) for row in await cursor.fetchall()}
+            orphans: list[str] = []
+            if spec.dimension is not None:
+                table, column = spec.dimension
+                await cursor.execute(
+                    f"SELECT DISTINCT f.{column} FROM {spec.fact_table} f LEFT JOIN {table} d ON d.{column} = f.{column} "
+                    f"WHERE f.snapshot_version = 0 AND d.{column} IS NULL ORDER BY f.{column}"
+                )
+                orphans = [row[0] for row in await cursor.fetchall()]
+            await cursor.execute("COMMIT")
+    finally:
+        connection.close()
+    return FactSnapshot(ledgers, rows, orphans)
 
 
 async def dimension_keys(settings: Settings, table: str, key_column: str) -> set[str]:

@@ -36,7 +36,7 @@ async def start_load(deployment: Deployment, seed: int, count: int = TRANSACTION
 async def landed_total(deployment: Deployment) -> int:
     """Offsets landed over every feed and sink (a progress counter)."""
     rows = await feed_progress(deployment.settings, deployment.feeds)
-    return sum(0 if held is None else held + 1 for row in rows for held in (row.lake, row.warehouse))
+    return sum(held + 1 for row in rows for held in (row.lake, row.warehouse) if held is not None)
 
 
 async def wait_for_progress(deployment: Deployment, worker: WorkerProcess, beyond: int, timeout_s: float = 90) -> int:
@@ -100,6 +100,9 @@ def problems(report: dict) -> list[str]:
         for p in feed["partitions"]:
             if not p["ok"]:
                 found.append(json.dumps({k: v for k, v in p.items() if v not in ([], {}, None, False, 0)})[:2000])
+        live = feed.get("live_state")  # table feeds: the fact table's live rows
+        if live is not None and not live["ok"]:
+            found.append(json.dumps({"feed": feed["feed"], **{k: v for k, v in live.items() if v not in ([], {}, 0)}})[:2000])
     return found
 
 
@@ -118,7 +121,7 @@ async def finish(
     measured = {} if rss is None else {"max_rss_mb": round(await rss.stop())}
     report = run_verify(deployment)
     missing = sum(b - a + 1 for f in report["feeds"] for p in f["partitions"] for a, b in p["missing"])
-    duplicated = sum(b - a + 1 for f in report["feeds"] for p in f["partitions"] for a, b in p["duplicated"])
+    duplicated = sum(b - a + 1 for f in report["feeds"] for p in f["partitions"] for a, b in p.get("duplicated", ()))
     record_result(
         scenario=scenario,
         faults=faults,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import aiomysql
 import pytest
 
 from app.feeds import Feed
@@ -44,3 +45,26 @@ async def test_ids_that_a_folding_collation_would_merge_stay_distinct(warehouse_
     assert users == {key: f"user {index}" for index, key in enumerate(FOLDED_TOGETHER)}
     methods = [row[0] for row in await fetch_all(warehouse_db, "SELECT payment_method_id FROM dim_payment_methods")]
     assert sorted(methods) == sorted(FOLDED_TOGETHER)
+
+
+async def test_fact_keys_that_a_folding_collation_would_merge_stay_distinct(warehouse_db):
+    """Regression (found by ``txlake verify`` on the fuzzed batch): product ids " " and "\\x00" were one row."""
+    keys = [*FOLDED_TOGETHER, " ", "\x00"]
+    connection = await aiomysql.connect(**{**warehouse_db.connect_kwargs, "autocommit": True})
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO fact_product_purchase_counts (product_id, purchase_count, snapshot_version) VALUES (%s, 1, 0)",
+                [(key,) for key in keys],
+            )
+            await cursor.execute("INSERT INTO dim_users (user_id, is_inferred) VALUES ('u', TRUE)")
+            await cursor.executemany(
+                "INSERT INTO fact_user_transaction_summary (user_id, transaction_type, snapshot_version) VALUES ('u', %s, 0)",
+                [(key,) for key in keys],
+            )
+    finally:
+        connection.close()
+    products = [row[0] for row in await fetch_all(warehouse_db, "SELECT product_id FROM fact_product_purchase_counts")]
+    assert sorted(products) == sorted(keys)
+    kinds = [row[0] for row in await fetch_all(warehouse_db, "SELECT transaction_type FROM fact_user_transaction_summary")]
+    assert sorted(kinds) == sorted(keys)
