@@ -275,6 +275,7 @@ class LakeSink(Sink):
         # let the caller retry, which drops what the other worker already landed.
         current = _read_ledger(storage, ledger_key)
         if current.landed_through != expected.landed_through:
+            self._apply_moves(current.moves)  # idempotent: finish that commit if it was interrupted
             self._ledgers[key] = current
             raise LakeSinkError(
                 f"{batch.describe()}: ledger moved from {expected.landed_through} to "
@@ -282,18 +283,23 @@ class LakeSink(Sink):
             )
         staging = _staging_key(*key)
         moves: list[tuple[str, str]] = []
-        if days:
-            token = uuid.uuid4().hex[:12]
-            storage.makedirs(staging)
-            for day, rows in days:
-                start = pc.min(rows.column("_kafka_offset")).as_py()
-                name = f"{batch.topic}+{batch.partition}+{start:020d}.parquet"
-                staged = f"{staging}/{token}-{name}.tmp"
-                storage.write_parquet(staged, rows, self.compression)
-                moves.append((staged, f"{dataset}/{day.path}/{name}"))
-            storage.sync_directory(staging)  # the staged names survive a power loss too
-        entry = LedgerEntry(pending.last_offset, tuple(moves))
-        _write_durably(storage, ledger_key, entry.to_json())
+        entry = LedgerEntry(pending.last_offset)
+        try:
+            if days:
+                token = uuid.uuid4().hex[:12]
+                storage.makedirs(staging)
+                for day, rows in days:
+                    start = pc.min(rows.column("_kafka_offset")).as_py()
+                    name = f"{batch.topic}+{batch.partition}+{start:020d}.parquet"
+                    staged = f"{staging}/{token}-{name}.tmp"
+                    moves.append((staged, f"{dataset}/{day.path}/{name}"))
+                    storage.write_parquet(staged, rows, self.compression)
+                storage.sync_directory(staging)  # the staged names survive a power loss too
+            entry = LedgerEntry(pending.last_offset, tuple(moves))
+            _write_durably(storage, ledger_key, entry.to_json())
+        except Exception:
+            self._discard_uncommitted(ledger_key, entry, moves)
+            raise
         self._apply_moves(entry.moves)
         self._ledgers[key] = entry
         return len(pending.records)
@@ -320,6 +326,21 @@ class LakeSink(Sink):
         if entry.landed_through >= 0:
             logger.info("lake: %s %s[%d] holds offsets through %d", dataset, topic, partition, entry.landed_through)
         return entry
+
+    def _discard_uncommitted(self, ledger_key: str, entry: LedgerEntry, moves: list[tuple[str, str]]) -> None:
+        """After a failed attempt (disk full, I/O error): delete its staged files unless it committed.
+
+        The ledger is read back first: a failure after the ledger's rename (a directory fsync)
+        means the batch *is* committed and its staged files are what the roll-forward moves.
+        When even that read fails, the files stay; a later recovery removes them once old.
+        """
+        try:
+            if _read_ledger(self.storage, ledger_key) == entry:
+                return
+            for staged, _final in moves:
+                self.storage.delete(staged)
+        except OSError as exc:
+            logger.warning("lake: could not clean up after a failed write: %s", exc)
 
     def _apply_moves(self, moves: tuple[tuple[str, str], ...]) -> None:
         # Each move is idempotent (a missing source means it was done): recovery replays them all.

@@ -165,3 +165,27 @@ async def test_recovery_spares_the_young_staged_files_of_a_writer_still_landing(
     monkeypatch.setattr(lake_module, "_write_durably", recover_elsewhere_then_commit)
     assert await old_owner.write(_batch(records[100:], first_offset=100)) == 200
     assert sorted(_visible(tmp_path).column("_kafka_offset").to_pylist()) == list(range(300))
+
+
+async def test_a_write_that_fails_midway_leaves_no_staged_file(tmp_path, records, monkeypatch):
+    """Disk full on the second day file: the attempt removes what it staged; the retry lands it all."""
+    import errno
+
+    sink = LakeSink(tmp_path)
+    real_write = sink.storage.write_parquet
+    calls = {"n": 0}
+
+    def full_disk_on_second_file(path, rows, compression):
+        calls["n"] += 1
+        real_write(path, rows, compression)  # a file is (partly) on disk when the error comes
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sink.storage, "write_parquet", full_disk_on_second_file)
+    with pytest.raises(Exception, match="No space left"):
+        await sink.write(_batch(records))
+    assert not list(tmp_path.glob("_txlake/staging/**/*.tmp"))
+    assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == -1
+    monkeypatch.undo()
+    assert await sink.write(_batch(records)) == len(records)
+    assert sorted(_visible(tmp_path).column("_kafka_offset").to_pylist()) == list(range(len(records)))
