@@ -199,6 +199,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     from app.settings import Settings
 
     run = new_run(args.window_ms)
+    run.env["TXLAKE_TABLES__DERIVE"] = "true"  # new_run turns it off for the stream benchmark
     os.environ.update(run.env)
     settings = Settings()
     feeds = load_feeds(settings)
