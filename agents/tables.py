@@ -11,8 +11,11 @@ therefore does not trust it for completeness: a third table, ``deltas_progress``
 deltas partition the last offset applied (changelogged after the keys it covers), and a message
 that arrives beyond the next expected offset first makes the agent read the skipped range itself
 (a plain consumer assigned to that partition) and apply it. Replays are harmless (watermarks).
-A skip at the very end of the deltas (no later message on that partition) is repaired when the
-next message for that partition arrives.
+A skip at the very end of the deltas has no later message to reveal it: a timer watches the
+agent's partitions, and one whose applied offset stays behind the partition's end for
+``TAIL_IDLE_S`` gets an empty delta message appended -- which arrives beyond the gap and so makes
+the agent read the skipped range as above (an empty delta changes nothing; if the agent was
+merely slow, it costs one tiny message).
 
 For each delta message the agent folds every key's contributions into its state
 (:class:`models.aggregates.Aggregator`: contributions at or below the key's watermark are skipped,
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -46,6 +50,9 @@ BUYERS_TABLE = "product_buyers"
 
 
 PROGRESS_TABLE = "deltas_progress"
+TAIL_IDLE_S = 10.0
+"""How long a deltas partition may stay behind its end with nothing applied before it is poked."""
+EMPTY_DELTA = b'{"t":{}}'
 
 
 def state_table_names() -> list[str]:
@@ -97,6 +104,7 @@ def register_table_agent(
                     output.send_soon(key=key.encode(), value=encode_value(aggregator.value(state)))
 
     progress = stores[PROGRESS_TABLE]
+    applied_at: dict[int, float] = {}  # time.monotonic() a message of the partition was last applied
 
     async def fold_deltas(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -112,6 +120,7 @@ def register_table_agent(
                         apply(skipped)
                 apply(event.value)
                 progress[str(partition)] = max(offset, -1 if applied is None else applied)
+                applied_at[partition] = time.monotonic()
             except Exception:
                 # Deltas are written by txlake: failing on one is a bug. Never ack it (Faust
                 # would skip it): stop the process, the restart replays it.
@@ -119,7 +128,36 @@ def register_table_agent(
                 logging.shutdown()
                 os._exit(EXIT_UNEXPECTED)
 
+    async def poke_skipped_tails() -> None:
+        """Append an empty delta to each owned partition whose end the agent has not applied for a while."""
+        if getattr(app, "rebalancing", False):
+            return
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic == deltas_topic]
+        if not owned:
+            return
+        ends = await app.consumer.highwaters(*owned)
+        now = time.monotonic()
+        for tp in owned:
+            applied = progress.get(str(tp.partition))
+            behind = tail_behind(applied, ends.get(tp), applied_at.setdefault(tp.partition, now), now)
+            if behind:
+                metrics.TABLE_DELTA_GAPS.inc()
+                logger.warning("table agent: deltas %s[%d] applied through %s of %s for %.0f s; poking it",
+                               deltas_topic, tp.partition, applied, ends.get(tp), TAIL_IDLE_S)
+                await deltas.send(value=EMPTY_DELTA, partition=tp.partition)
+                applied_at[tp.partition] = now  # one poke per idle period
+
+    app.timer(interval=TAIL_IDLE_S / 2, name="txlake.tables_tail_check")(poke_skipped_tails)
     return app.agent(deltas, name="txlake.tables")(fold_deltas)
+
+
+def tail_behind(applied: int | None, end: int | None, idle_since: float, now: float) -> bool:
+    """Whether a deltas partition needs a poke: messages up to ``end`` (exclusive) exist, the agent
+    applied only through ``applied`` (None: nothing), and nothing since ``idle_since`` (when it last
+    applied a message, or when the check first looked) for ``TAIL_IDLE_S``."""
+    if end is None or (-1 if applied is None else applied) >= end - 1:
+        return False
+    return now - idle_since >= TAIL_IDLE_S
 
 
 async def read_range(

@@ -292,3 +292,54 @@ async def _send(deployment, topic: str, messages: list[tuple[bytes | None, bytes
             await producer.send_and_wait(topic, value, key=key, partition=0)
     finally:
         await producer.stop()
+
+
+async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, warehouse_db):
+    """Faust's consumer can skip a delta message and commit past it; with no later message on
+    that partition nothing reveals the gap -- the agent's tail check must find and apply it."""
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    from app.table_deltas import delta_messages
+    from app.topics import faust_app_id
+
+    deployment = await deploy(2, TXLAKE_BATCHING__ROTATE_INTERVAL_MS="300")
+    await produce_demo(deployment, 300, seed=41, now=NOW)
+    worker = deployment.worker().start()
+    await _wait_landed(deployment)
+    assert worker.stop() == 0, worker.log()[-3000:]
+
+    # The transaction of a new user as the stream agent would route it, written straight to the
+    # deltas topic; then the agent's group is committed past it, as after a skip.
+    tx = next(t for t in generate(50, seed=42, now=NOW) if t.status == "COMPLETED")
+    tx = tx.model_copy(update={"user": tx.user.model_copy(update={"id": "U-TAIL-GAP"})})
+    settings = deployment.settings
+    deltas_topic = settings.table_deltas_topic
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        written = {}
+        for target, value in delta_messages([tx], [10**9], 0, load_rates(), 2):
+            written[target] = (await producer.send_and_wait(deltas_topic, value, partition=target)).offset
+    finally:
+        await producer.stop()
+    committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                 group_id=faust_app_id(settings), enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(deltas_topic, p) for p in written])
+        await committer.commit({TopicPartition(deltas_topic, p): OffsetAndMetadata(o + 1, "") for p, o in written.items()})
+    finally:
+        await committer.stop()
+
+    worker = deployment.worker().start()
+    deadline = time.monotonic() + 90
+    while True:
+        rows = await fetch_all(warehouse_db, "SELECT transaction_type, transaction_count, total_amount "
+                                             "FROM fact_user_transaction_summary WHERE user_id = 'U-TAIL-GAP'")
+        if rows:
+            break
+        assert worker.alive(), worker.log()[-3000:]
+        assert time.monotonic() < deadline, "the skipped tail delta was never applied\n" + worker.log()[-3000:]
+        await asyncio.sleep(0.5)
+    assert rows == [(tx.transaction_type, 1, Decimal(str(tx.amount)).quantize(CENT))]
+    assert "poking it" in worker.log()
