@@ -13,8 +13,9 @@ are handed over together and land concurrently.
 Contract with the agents: a :class:`FetchedBatch` carries a future; the agent resolves it
 once the batch is in every sink (or dead-lettered). Only then does the fetcher count the
 batch's offsets as landed and commit them to Kafka (every ``commit_interval_ms``). A feed
-with ``MAX_IN_FLIGHT`` batches not yet landed has its partitions paused: back-pressure per
-feed, so one slow feed never stalls the others, and memory stays bounded.
+with ``MAX_IN_FLIGHT`` batches or ``MAX_IN_FLIGHT_MESSAGES`` messages not yet landed has its
+partitions paused: back-pressure per feed, so one slow feed never stalls the others, and
+memory stays bounded whatever ``flush_size`` is.
 
 Rebalances: on revocation the fetcher drops what it buffered for the revoked partitions,
 waits (bounded) for their batches in flight to land and commits; on assignment it seeks
@@ -45,6 +46,7 @@ __all__ = ["FetchedBatch", "StreamFetcher"]
 logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 16  # batches per feed handed to its agent and not yet landed
+MAX_IN_FLIGHT_MESSAGES = 16_000  # their messages at most: 16 batches of the default flush size
 POLL_TIMEOUT_MS = 20  # short: a landed batch frees a paused feed within a poll
 
 
@@ -84,6 +86,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         self._pending: dict[TopicPartition, list[ConsumerRecord]] = defaultdict(list)
         self._pending_since: dict[TopicPartition, float] = {}
         self._in_flight: dict[str, deque[FetchedBatch]] = defaultdict(deque)
+        self._in_flight_messages: dict[str, int] = defaultdict(int)
         self._position: dict[TopicPartition, int] = {}  # next offset accepted from the consumer
         self._landed: dict[TopicPartition, int] = {}  # next offset to commit
         self._committed: dict[TopicPartition, int] = {}
@@ -171,6 +174,7 @@ class StreamFetcher(ConsumerRebalanceListener):
     async def _hand_over(self, topic: str, messages: list[ConsumerRecord]) -> None:
         batch = FetchedBatch(self.feeds[topic], messages)
         self._in_flight[topic].append(batch)
+        self._in_flight_messages[topic] += len(messages)
         batch.landed.add_done_callback(lambda _f, b=batch: self._on_landed(b))
         await self.deliver(batch)
 
@@ -178,6 +182,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         in_flight = self._in_flight[batch.feed.topic]
         if batch in in_flight:
             in_flight.remove(batch)
+            self._in_flight_messages[batch.feed.topic] -= len(batch.messages)
         if batch.landed.cancelled() or batch.landed.exception() is not None:
             return
         for partition, offset in batch.last_offsets().items():
@@ -189,7 +194,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         paused = self.consumer.paused()
         for topic, in_flight in self._in_flight.items():
             partitions = [tp for tp in self._assigned if tp.topic == topic]
-            if len(in_flight) >= MAX_IN_FLIGHT:
+            if len(in_flight) >= MAX_IN_FLIGHT or self._in_flight_messages[topic] >= MAX_IN_FLIGHT_MESSAGES:
                 self.consumer.pause(*[tp for tp in partitions if tp not in paused])
             else:
                 self.consumer.resume(*[tp for tp in partitions if tp in paused])

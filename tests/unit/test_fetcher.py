@@ -110,6 +110,21 @@ async def test_a_feed_with_too_many_batches_in_flight_is_paused():
     assert fetcher._landed == {P0: 3 * (MAX_IN_FLIGHT + 1)}
 
 
+async def test_a_feed_with_too_many_messages_in_flight_is_paused(monkeypatch):
+    # Larger batches (a raised flush_size) hold more memory each: the bound counts messages too.
+    import app.fetcher
+
+    monkeypatch.setattr(app.fetcher, "MAX_IN_FLIGHT_MESSAGES", 6)
+    script = [{P0: _records(P0, i * 3, i * 3 + 2)} for i in range(2)]
+    fetcher, delivered = await _run(script, land=False)
+    fetcher._apply_backpressure()
+    assert len(delivered) == 2 and fetcher.consumer.paused() == {P0, P1}
+    delivered[0].landed.set_result(None)
+    await asyncio.sleep(0)
+    fetcher._apply_backpressure()
+    assert fetcher.consumer.paused() == set() and fetcher._in_flight_messages["tx"] == 3
+
+
 async def test_revocation_drops_what_was_buffered_for_the_lost_partitions():
     fetcher, _ = await _run([{P0: _records(P0, 0, 1), P1: _records(P1, 0, 1)}], flush_size=10)
 
