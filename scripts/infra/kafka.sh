@@ -142,10 +142,17 @@ cmd_start() {
   setsid nohup java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$LOG4J" -Dkafka.logs.dir="$STATE" \
     -cp "$LIB/*" kafka.Kafka "$PROPS" >"$OUT" 2>&1 </dev/null &
-  echo $! >"$PIDFILE"
+  local pid=$!
+  echo "$pid" >"$PIDFILE"
 
   while true; do
-    if ! is_running; then
+    # Liveness of the process we started, not is_running(): right after the fork the child may
+    # not have exec'd java yet, so its command line does not name the broker for a moment.
+    if ! kill -0 "$pid" 2>/dev/null; then
+      pid="$(pgrep -o -f -- "kafka\.Kafka $PROPS\$" || true)"  # setsid forks when it must
+      [[ -n "$pid" ]] && echo "$pid" >"$PIDFILE"
+    fi
+    if [[ -z "$pid" ]]; then
       log "broker exited during startup; last log lines:"
       tail -n 50 "$OUT" "$LOG" 2>/dev/null >&2 || true
       rm -f "$PIDFILE"
