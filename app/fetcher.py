@@ -86,7 +86,6 @@ class StreamFetcher(ConsumerRebalanceListener):
         self._pending: dict[TopicPartition, list[ConsumerRecord]] = defaultdict(list)
         self._pending_since: dict[TopicPartition, float] = {}
         self._in_flight: dict[str, deque[FetchedBatch]] = defaultdict(deque)
-        self._in_flight_messages: dict[str, int] = defaultdict(int)
         self._position: dict[TopicPartition, int] = {}  # next offset accepted from the consumer
         self._landed: dict[TopicPartition, int] = {}  # next offset to commit
         self._committed: dict[TopicPartition, int] = {}
@@ -174,7 +173,6 @@ class StreamFetcher(ConsumerRebalanceListener):
     async def _hand_over(self, topic: str, messages: list[ConsumerRecord]) -> None:
         batch = FetchedBatch(self.feeds[topic], messages)
         self._in_flight[topic].append(batch)
-        self._in_flight_messages[topic] += len(messages)
         batch.landed.add_done_callback(lambda _f, b=batch: self._on_landed(b))
         await self.deliver(batch)
 
@@ -182,19 +180,22 @@ class StreamFetcher(ConsumerRebalanceListener):
         in_flight = self._in_flight[batch.feed.topic]
         if batch in in_flight:
             in_flight.remove(batch)
-            self._in_flight_messages[batch.feed.topic] -= len(batch.messages)
         if batch.landed.cancelled() or batch.landed.exception() is not None:
             return
         for partition, offset in batch.last_offsets().items():
             tp = TopicPartition(batch.feed.topic, partition)
             self._landed[tp] = max(self._landed.get(tp, 0), offset + 1)
 
+    def in_flight_messages(self, topic: str) -> int:
+        """Messages of ``topic``'s batches handed to its agent and not yet landed."""
+        return sum(len(batch.messages) for batch in self._in_flight[topic])
+
     def _apply_backpressure(self) -> None:
         assert self.consumer is not None
         paused = self.consumer.paused()
         for topic, in_flight in self._in_flight.items():
             partitions = [tp for tp in self._assigned if tp.topic == topic]
-            if len(in_flight) >= MAX_IN_FLIGHT or self._in_flight_messages[topic] >= MAX_IN_FLIGHT_MESSAGES:
+            if len(in_flight) >= MAX_IN_FLIGHT or self.in_flight_messages(topic) >= MAX_IN_FLIGHT_MESSAGES:
                 self.consumer.pause(*[tp for tp in partitions if tp not in paused])
             else:
                 self.consumer.resume(*[tp for tp in partitions if tp in paused])

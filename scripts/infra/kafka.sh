@@ -65,9 +65,12 @@ resolve_jars() {
 
 # The pid file, or else the broker started with our properties file (a start interrupted between
 # launching the JVM and its readiness check, or a racing start, can leave a broker without one).
+# The broker of this repo's properties, found by its command line (empty if none).
+broker_pid() { pgrep -o -f -- "kafka\.Kafka $PROPS\$" || true; }
+
 read_pid() {
   if [[ -s "$PIDFILE" ]]; then tr -dc '0-9' <"$PIDFILE"; return 0; fi
-  pgrep -o -f -- "kafka\.Kafka $PROPS\$" || true
+  broker_pid
 }
 
 # Running = pid file names a live process whose command line is our broker.
@@ -149,7 +152,7 @@ cmd_start() {
     # Liveness of the process we started, not is_running(): right after the fork the child may
     # not have exec'd java yet, so its command line does not name the broker for a moment.
     if ! kill -0 "$pid" 2>/dev/null; then
-      pid="$(pgrep -o -f -- "kafka\.Kafka $PROPS\$" || true)"  # setsid forks when it must
+      pid="$(broker_pid)"  # setsid forks when it must
       [[ -n "$pid" ]] && echo "$pid" >"$PIDFILE"
     fi
     if [[ -z "$pid" ]]; then

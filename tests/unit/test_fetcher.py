@@ -122,7 +122,7 @@ async def test_a_feed_with_too_many_messages_in_flight_is_paused(monkeypatch):
     delivered[0].landed.set_result(None)
     await asyncio.sleep(0)
     fetcher._apply_backpressure()
-    assert fetcher.consumer.paused() == set() and fetcher._in_flight_messages["tx"] == 3
+    assert fetcher.consumer.paused() == set() and fetcher.in_flight_messages("tx") == 3
 
 
 async def test_revocation_drops_what_was_buffered_for_the_lost_partitions():
