@@ -4,14 +4,17 @@
 --                   N > 0 = batch snapshot version N (matches tables/<table>/version=vN/ in the lake).
 -- Natural keys are UNIQUE so the sinks can upsert (INSERT ... ON DUPLICATE KEY UPDATE).
 -- The three foreign keys cascade on delete: removing a dimension member removes its facts.
+-- Key columns compare byte for byte (utf8mb4_nopad_bin, see sql/02). Money is sized for realistic
+-- totals (models/money.py): totals DECIMAL(38,2) (ksqlDB's widest DECIMAL), averages DECIMAL(38,4),
+-- rates DECIMAL(18,8); counts BIGINT.
 
 CREATE TABLE IF NOT EXISTS fact_user_transaction_summary (
   summary_id         BIGINT        NOT NULL AUTO_INCREMENT,
-  user_id            VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
-  transaction_type   VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
-  total_amount       DECIMAL(18,2) NULL,
+  user_id            VARCHAR(64)   COLLATE utf8mb4_nopad_bin NOT NULL,
+  transaction_type   VARCHAR(64)   COLLATE utf8mb4_nopad_bin NOT NULL,
+  total_amount       DECIMAL(38,2) NULL,
   transaction_count  BIGINT        NULL,
-  avg_amount         DECIMAL(18,4) NULL,
+  avg_amount         DECIMAL(38,4) NULL,
   snapshot_date      DATE          NULL,
   snapshot_version   INT           NOT NULL DEFAULT 0 COMMENT '0 = live state; N > 0 = snapshot version N',
   updated_at         TIMESTAMP(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
@@ -24,11 +27,11 @@ CREATE TABLE IF NOT EXISTS fact_user_transaction_summary (
 
 CREATE TABLE IF NOT EXISTS fact_user_transaction_summary_eur (
   summary_eur_id     BIGINT        NOT NULL AUTO_INCREMENT,
-  user_id            VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
-  transaction_type   VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
-  total_amount_eur   DECIMAL(18,2) NULL,
+  user_id            VARCHAR(64)   COLLATE utf8mb4_nopad_bin NOT NULL,
+  transaction_type   VARCHAR(64)   COLLATE utf8mb4_nopad_bin NOT NULL,
+  total_amount_eur   DECIMAL(38,2) NULL,
   transaction_count  BIGINT        NULL,
-  avg_amount_eur     DECIMAL(18,4) NULL,
+  avg_amount_eur     DECIMAL(38,4) NULL,
   exchange_rate      DECIMAL(18,8) NULL,
   snapshot_date      DATE          NULL,
   snapshot_version   INT           NOT NULL DEFAULT 0 COMMENT '0 = live state; N > 0 = snapshot version N',
@@ -42,11 +45,11 @@ CREATE TABLE IF NOT EXISTS fact_user_transaction_summary_eur (
 
 CREATE TABLE IF NOT EXISTS fact_payment_method_totals (
   payment_total_id     BIGINT        NOT NULL AUTO_INCREMENT,
-  payment_method_id    VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL,
+  payment_method_id    VARCHAR(64)   COLLATE utf8mb4_nopad_bin NOT NULL,
   payment_method_name  VARCHAR(128)  NULL,
-  total_amount         DECIMAL(18,2) NULL,
+  total_amount         DECIMAL(38,2) NULL,
   transaction_count    BIGINT        NULL,
-  avg_amount           DECIMAL(18,4) NULL,
+  avg_amount           DECIMAL(38,4) NULL,
   snapshot_date        DATE          NULL,
   snapshot_version     INT           NOT NULL DEFAULT 0 COMMENT '0 = live state; N > 0 = snapshot version N',
   updated_at           TIMESTAMP(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
@@ -60,12 +63,12 @@ CREATE TABLE IF NOT EXISTS fact_payment_method_totals (
 -- Independent fact: no foreign key (products have no dimension table).
 CREATE TABLE IF NOT EXISTS fact_product_purchase_counts (
   product_count_id   BIGINT        NOT NULL AUTO_INCREMENT,
-  product_id         VARCHAR(64)   COLLATE utf8mb4_bin NOT NULL COMMENT 'binary collation (see dim_users.user_id)',
+  product_id         VARCHAR(64)   COLLATE utf8mb4_nopad_bin NOT NULL COMMENT 'byte for byte (see dim_users.user_id)',
   product_name       VARCHAR(255)  NULL,
   product_category   VARCHAR(128)  NULL,
   purchase_count     BIGINT        NULL,
-  total_revenue      DECIMAL(18,2) NULL,
-  avg_price          DECIMAL(18,4) NULL,
+  total_revenue      DECIMAL(38,2) NULL,
+  avg_price          DECIMAL(38,4) NULL,
   unique_buyers      BIGINT        NULL,
   snapshot_date      DATE          NULL,
   snapshot_version   INT           NOT NULL DEFAULT 0 COMMENT '0 = live state; N > 0 = snapshot version N',

@@ -2,6 +2,7 @@
 -- Does not name a database: apply with `mariadb --database=<db>` after 03_create_fact_tables.sql.
 -- Idempotent (CREATE TABLE IF NOT EXISTS, CREATE OR REPLACE VIEW). The application user needs only
 -- SELECT/INSERT/UPDATE/DELETE on these at run time (see app/snapshots/ and README "Snapshot versions").
+-- Key columns compare byte for byte (utf8mb4_nopad_bin, see sql/02).
 
 -- One row per snapshot version of a table. A version's fact rows (snapshot_version = N) are inserted in
 -- the same transaction that flips status to 'complete': readers that join on status = 'complete' never
@@ -10,11 +11,11 @@
 -- trigger_key is unique per table: several workers firing the same schedule make one version. A failed
 -- version's key gets the suffix '#failed-v<N>' so the same trigger can be retried.
 CREATE TABLE IF NOT EXISTS txlake_snapshot_versions (
-  table_name         VARCHAR(128)  NOT NULL,
+  table_name         VARCHAR(128)  COLLATE utf8mb4_nopad_bin NOT NULL,
   version            INT           NOT NULL,
   status             ENUM('building', 'complete', 'failed', 'expired') NOT NULL DEFAULT 'building',
   triggered_by       ENUM('schedule', 'manual', 'export') NOT NULL,
-  trigger_key        VARCHAR(255)  NOT NULL COMMENT 'e.g. schedule:2026-11-26T00:00Z, manual:<uuid>',
+  trigger_key        VARCHAR(255)  COLLATE utf8mb4_nopad_bin NOT NULL COMMENT 'e.g. schedule:2026-11-26T00:00Z, manual:<uuid>',
   snapshot_date      DATE          NOT NULL,
   source             JSON          NULL COMMENT 'where the rows came from (kind, details)',
   source_offsets     JSON          NULL COMMENT '{topic: {partition: landed_through}} the rows reflect',
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS txlake_snapshot_versions (
 -- One row per table that has versions: its row lock serialises version-number allocation
 -- (SELECT ... FOR UPDATE), so two workers never pick the same number and never deadlock on gap locks.
 CREATE TABLE IF NOT EXISTS txlake_snapshot_tables (
-  table_name  VARCHAR(128) NOT NULL,
+  table_name  VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
   PRIMARY KEY (table_name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
