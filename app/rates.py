@@ -1,6 +1,8 @@
 """Exchange rates to EUR, from a TOML file (``CURRENCY = "rate"``).
 
-Rates are decimals written as strings so they are exact (``"0.92"``, not the double 0.92).
+Rates are decimals written as strings so they are exact (``"0.92"``, not the double 0.92). A rate
+must fit ``DECIMAL(18, 8)`` exactly (at most 8 decimals, below 10^10): the column that records it
+(``exchange_rate``) and ksqlDB's ``RATE_TO_EUR``, so the rate stored is the rate applied.
 The file shipped with txlake (``exchange_rates.toml``) is the default; a deployment points
 ``tables.exchange_rates_file`` at its own.
 """
@@ -14,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from app.errors import ConfigurationError
+from models.money import EXACT, RATE
 
 __all__ = ["load_rates"]
 
@@ -38,6 +41,10 @@ def load_rates(path: Path | None = None) -> dict[str, Decimal]:
             raise ConfigurationError(f"{source}: rate of {currency} is not a number: {raw!r}") from None
         if not rate.is_finite() or rate <= 0:
             raise ConfigurationError(f"{source}: rate of {currency} must be positive, got {raw!r}")
+        if not RATE.fits(rate) or rate.quantize(RATE.quantum, context=EXACT) != rate:
+            raise ConfigurationError(
+                f"{source}: rate of {currency} must fit {RATE.sql()} (at most {RATE.scale} decimals), got {raw!r}"
+            )
         rates[currency] = rate
     if not rates:
         raise ConfigurationError(f"{source}: no rates")

@@ -1,6 +1,7 @@
 -- txlake: EUR exchange rates for the EUR-valued tables. Same content as app/exchange_rates.toml
 -- (or the file tables.exchange_rates_file names): one row per currency, EUR per unit.
--- RATE_TO_EUR is DECIMAL so that amount * rate is exact, as in txlake's derivation.
+-- RATE_TO_EUR is DECIMAL(18, 8) so that cents * rate is exact, as in txlake's derivation (a rate in
+-- the file must fit it: at most 8 decimals).
 
 CREATE TABLE IF NOT EXISTS EXCHANGE_RATES (
   CURRENCY    STRING PRIMARY KEY,

@@ -1,22 +1,25 @@
 """How transactions aggregate into the four tables: pure functions, shared with ``ksql/``.
 
-The semantics are those of the statements in ``ksql/02_tables.sql`` (keep both in step):
+The semantics are those of the statements in ``ksql/03_tables.sql`` (keep both in step; the unit
+test ``tests/unit/test_money_semantics.py`` evaluates the statements' arithmetic against this module):
 
 =============================  ============================  =====================================================
 table                          key                           rows that count, and what is summed
 =============================  ============================  =====================================================
-user_transaction_summary       user id, transaction type     STATUS = 'COMPLETED'; AMOUNT as recorded
-user_transaction_summary_eur   user id, transaction type     STATUS = 'COMPLETED'; AMOUNT * rate(CURRENCY → EUR)
+user_transaction_summary       user id, transaction type     STATUS = 'COMPLETED'; the amount in cents
+user_transaction_summary_eur   user id, transaction type     STATUS = 'COMPLETED'; cents * rate(CURRENCY → EUR)
 payment_method_totals          payment method id             STATUS = 'COMPLETED'; EUR amount, REFUND negative
 product_purchase_counts        product id                    STATUS = 'COMPLETED' and TRANSACTION_TYPE = 'PURCHASE';
-                                                              per product line: units, price * quantity, buyers
+                                                              per product line: units, unit price in cents * quantity,
+                                                              buyers
 =============================  ============================  =====================================================
 
-A transaction in a currency without a configured rate adds nothing to the two EUR-valued tables
-(ksqlDB's inner join with ``EXCHANGE_RATES`` drops it likewise). ``avg_*`` is the total divided by
-the count; ``avg_price`` is the mean unit price over product lines; ``unique_buyers`` is exact
-(ksqlDB's ``COUNT_DISTINCT`` is an estimate). Money is summed as exact decimals and rounded half-up
-to cents only on output, so totals match an independent computation to the cent.
+Money follows :mod:`models.money`: an amount or a unit price counts in cents (ksqlDB's
+``CAST(x AS DECIMAL(15, 2))``), everything after that is exact, and totals are rounded half-up to
+cents, averages to 4 decimals, only on output. A transaction in a currency without a configured
+rate adds nothing to the two EUR-valued tables (ksqlDB's inner join with ``EXCHANGE_RATES`` drops it
+likewise). ``avg_*`` is the total divided by the count; ``avg_price`` is the mean unit price over
+product lines; ``unique_buyers`` is exact (ksqlDB's ``COUNT_DISTINCT`` is an estimate).
 
 Exactly once: every contribution carries its source position (transaction topic partition and
 offset). A key's state records, per source partition, the highest offset it absorbed (its
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from models.money import AVERAGE, EXACT, TOTAL, cents, rounded
 from models.tables import (
     TABLES,
     PaymentMethodTotals,
@@ -41,11 +45,10 @@ from models.tables import (
     UserTransactionSummary,
     UserTransactionSummaryEur,
     encode_key,
-    money,
 )
 from models.transaction import Transaction, construct_trusted
 
-__all__ = ["AGGREGATORS", "Aggregator", "Buyers", "contributions", "decimal_of"]
+__all__ = ["AGGREGATORS", "Aggregator", "Buyers", "contributions"]
 
 COMPLETED = "COMPLETED"
 PURCHASE = "PURCHASE"
@@ -53,11 +56,6 @@ REFUND = "REFUND"
 
 State = dict[str, Any]
 """A key's aggregate as JSON-friendly values (decimals as strings); ``wm`` maps partition → offset."""
-
-
-def decimal_of(amount: float) -> Decimal:
-    """The decimal a JSON double stands for (its shortest repr: 129.99 → Decimal('129.99'))."""
-    return Decimal(repr(amount))
 
 
 def contributions(
@@ -71,14 +69,14 @@ def contributions(
     if tx.status != COMPLETED:
         return
     source = [partition, offset]
-    amount = decimal_of(tx.amount)
+    amount = cents(tx.amount)
     user_key = (tx.user.id, tx.transaction_type)
     yield "user_transaction_summary", _key("user_transaction_summary", user_key), [*source, str(amount)]
     rate = rates.get(tx.currency)
     if rate is not None:
-        eur = amount * rate
+        eur = EXACT.multiply(amount, rate)
         yield "user_transaction_summary_eur", _key("user_transaction_summary_eur", user_key), [*source, str(eur), str(rate)]
-        signed = -eur if tx.transaction_type == REFUND else eur
+        signed = eur.copy_negate() if tx.transaction_type == REFUND else eur
         method = tx.payment_method
         yield "payment_method_totals", _key("payment_method_totals", (method.id,)), [*source, str(signed), method.name]
     if tx.transaction_type == PURCHASE:
@@ -86,11 +84,11 @@ def contributions(
         # the watermark admits one contribution per source offset and key.
         lines: dict[str, list[Any]] = {}
         for line in tx.products:
-            price = decimal_of(line.price)
+            price = cents(line.price)
             merged = lines.setdefault(line.id, [0, Decimal(0), Decimal(0), 0, line.name, line.category])
             merged[0] += line.quantity
-            merged[1] += price * line.quantity
-            merged[2] += price
+            merged[1] = EXACT.add(merged[1], EXACT.multiply(price, line.quantity))
+            merged[2] = EXACT.add(merged[2], price)
             merged[3] += 1
         for product, (units, revenue, prices, count, name, category) in lines.items():
             yield "product_purchase_counts", _key("product_purchase_counts", (product,)), [
@@ -145,16 +143,16 @@ class Aggregator:
         name = self.spec.name
         state["count"] = state.get("count", 0) + (c[2] if name == "product_purchase_counts" else 1)
         if name == "user_transaction_summary":
-            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[2]))
+            state["total"] = _sum(state.get("total"), c[2])
         elif name == "user_transaction_summary_eur":
-            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[2]))
+            state["total"] = _sum(state.get("total"), c[2])
             state["rate"] = c[3]
         elif name == "payment_method_totals":
-            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[2]))
+            state["total"] = _sum(state.get("total"), c[2])
             state["name"] = c[3]
         else:  # product_purchase_counts: [p, o, units, revenue, price sum, lines, user, name, category]
-            state["total"] = str(Decimal(state.get("total", "0")) + Decimal(c[3]))
-            state["price_sum"] = str(Decimal(state.get("price_sum", "0")) + Decimal(c[4]))
+            state["total"] = _sum(state.get("total"), c[3])
+            state["price_sum"] = _sum(state.get("price_sum"), c[4])
             state["lines"] = state.get("lines", 0) + c[5]
             state["name"], state["category"] = c[7], c[8]
             if buyers is not None and buyers.is_new_buyer(key, c[6], c[:2]):
@@ -171,30 +169,40 @@ class Aggregator:
                 product_name=state.get("name"),
                 product_category=state.get("category"),
                 purchase_count=count,
-                total_revenue=money(total),
-                avg_price=money(Decimal(state["price_sum"]) / lines, 4) if lines else None,
+                total_revenue=rounded(total, TOTAL),
+                avg_price=_average(Decimal(state["price_sum"]), lines),
                 unique_buyers=state.get("buyers", 0),
             )
-        average = money(total / count, 4) if count else None
+        average = _average(total, count)
         if name == "user_transaction_summary":
             return construct_trusted(
-                UserTransactionSummary, total_amount=money(total), transaction_count=count, avg_amount=average
+                UserTransactionSummary, total_amount=rounded(total, TOTAL), transaction_count=count, avg_amount=average
             )
         if name == "user_transaction_summary_eur":
             return construct_trusted(
                 UserTransactionSummaryEur,
-                total_amount_eur=money(total),
+                total_amount_eur=rounded(total, TOTAL),
                 transaction_count=count,
                 avg_amount_eur=average,
-                exchange_rate=float(state["rate"]) if "rate" in state else None,
+                exchange_rate=Decimal(state["rate"]) if "rate" in state else None,
             )
         return construct_trusted(
             PaymentMethodTotals,
             payment_method_name=state.get("name"),
-            total_amount=money(total),
+            total_amount=rounded(total, TOTAL),
             transaction_count=count,
             avg_amount=average,
         )
+
+
+def _sum(total: str | None, addend: str) -> str:
+    """An exact sum of two decimals kept as text in the state."""
+    return str(EXACT.add(Decimal(total or "0"), Decimal(addend)))
+
+
+def _average(total: Decimal, count: int) -> Decimal | None:
+    """``total / count`` rounded half-up to the average columns' scale (None without rows)."""
+    return rounded(EXACT.divide(total, count), AVERAGE) if count else None
 
 
 def _copy(state: State | None) -> State:

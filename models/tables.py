@@ -9,24 +9,37 @@ A table's changelog topic carries one message per change of a key, as ksqlDB wri
   JSON object ``{"USER_ID": "...", "TRANSACTION_TYPE": "..."}`` (``KEY_FORMAT='JSON'``).
 - the **value**: a JSON object of the non-key columns, names upper-cased (lower case accepted).
 - a **null value** (tombstone) deletes the key.
+- the **header** :data:`DERIVED_HEADER` when txlake's table agent wrote the record (``tables.derive``):
+  the landing never dead-letters such a record (it holds the partition instead, see
+  :mod:`app.runtime.holds`); records of ksqlDB or anyone else carry no such header.
 
 :func:`decode_row` turns one message into a :class:`TableRow` or raises
 :class:`~models.transaction.InvalidRecord` with a one-line reason (key that does not parse, value
 of the wrong type) -- the same contract as the stream records' ``decode``.
+
+Money is exact: a JSON number becomes a :class:`~decimal.Decimal` from its text (pydantic's own JSON
+parser would go through a double and lose the cents of a total above ~10^13), bounded by the
+warehouse column it lands in (:mod:`models.money`), and :func:`encode_value` writes it back as a
+JSON number with every digit, as ksqlDB writes a DECIMAL. Counts are bounded by BIGINT, texts by
+their VARCHAR: a value the model accepts always fits its fact row.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+import msgspec
+from pydantic import BeforeValidator, Field, ValidationError
 
-from models.transaction import InvalidRecord, Record, _reason
+from models.money import AVERAGE, RATE, TOTAL, Column
+from models.transaction import InvalidRecord, Record, _reason, _record_name
 
 __all__ = [
+    "DERIVED_HEADER",
     "TABLES",
     "PaymentMethodTotals",
     "ProductPurchaseCounts",
@@ -38,9 +51,31 @@ __all__ = [
     "encode_key",
 ]
 
-_Count = Annotated[int, Field(ge=0)]
-_Money = Annotated[float, Field(ge=-1e15, le=1e15)]
-_Rate = Annotated[float, Field(gt=0, le=1e9)]
+DERIVED_HEADER = "txlake.derived"
+"""Header of the changelog records txlake derives itself (value ``b"1"``)."""
+
+_BIGINT = 2**63 - 1
+
+
+def _json_number(value: object) -> object:
+    """A JSON number as an exact Decimal (``decode_row`` parses floats as Decimal); anything else is refused."""
+    if type(value) is int:
+        return Decimal(value)
+    if type(value) is Decimal:
+        return value
+    raise ValueError("expected a JSON number")
+
+
+def _decimal(column: Column, *, positive: bool = False) -> Any:
+    """An exact decimal that fits ``column`` once rounded to its scale (sizes: :mod:`models.money`)."""
+    low = Field(gt=0) if positive else Field(gt=column.limit.copy_negate())
+    return Annotated[Decimal, BeforeValidator(_json_number), low, Field(lt=column.limit)]
+
+
+_Count = Annotated[int, Field(ge=0, le=_BIGINT)]
+_Money = _decimal(TOTAL)
+_Average = _decimal(AVERAGE)
+_Rate = _decimal(RATE, positive=True)
 
 
 class UserTransactionSummary(Record):
@@ -48,7 +83,7 @@ class UserTransactionSummary(Record):
 
     total_amount: _Money
     transaction_count: _Count
-    avg_amount: _Money | None = None
+    avg_amount: _Average | None = None
 
 
 class UserTransactionSummaryEur(Record):
@@ -56,7 +91,7 @@ class UserTransactionSummaryEur(Record):
 
     total_amount_eur: _Money
     transaction_count: _Count
-    avg_amount_eur: _Money | None = None
+    avg_amount_eur: _Average | None = None
     exchange_rate: _Rate | None = None
 
 
@@ -66,7 +101,7 @@ class PaymentMethodTotals(Record):
     payment_method_name: str | None = Field(None, max_length=128)
     total_amount: _Money
     transaction_count: _Count
-    avg_amount: _Money | None = None
+    avg_amount: _Average | None = None
 
 
 class ProductPurchaseCounts(Record):
@@ -76,7 +111,7 @@ class ProductPurchaseCounts(Record):
     product_category: str | None = Field(None, max_length=128)
     purchase_count: _Count
     total_revenue: _Money
-    avg_price: _Money | None = None
+    avg_price: _Average | None = None
     unique_buyers: _Count
 
 
@@ -206,20 +241,45 @@ def decode_row(spec: TableSpec, key: bytes | None, value: bytes | None) -> Table
     columns = decode_key(spec, key)
     if value is None:
         return TableRow(columns, None)
+    document = _parse_exact(spec.model, value)
     try:
-        return TableRow(columns, spec.model.model_validate_json(value))
+        return TableRow(columns, spec.model.model_validate(document))
     except ValidationError as exc:
         raise InvalidRecord(_reason(spec.model, value, exc)) from None
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not a number")
+
+
+def _parse_exact(model: type[Record], raw: bytes) -> dict[str, Any]:
+    """A JSON object whose non-integer numbers are exact Decimals, or :class:`InvalidRecord`."""
+    try:
+        document = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+    except _NonFinite as exc:
+        raise InvalidRecord(f"invalid {_record_name(model)}: {exc}") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        document = None
+    if not isinstance(document, dict):
+        raise InvalidRecord(_reason(model, raw, None))
+    return document
+
+
+@functools.cache
+def _wire_names(model: type[Record]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, name.upper()) for name in model.model_fields)
+
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+
+
 def encode_value(record: Record) -> bytes:
-    """The value bytes ksqlDB writes: compact JSON, UPPER-CASE names, nulls kept."""
-    return record.model_dump_json(by_alias=True).encode()
-
-
-def money(value: Decimal, places: int = 2) -> float:
-    """A decimal rounded half-up to ``places`` as the JSON number ksqlDB's DOUBLE would carry."""
-    return float(value.quantize(Decimal(1).scaleb(-places), rounding="ROUND_HALF_UP"))
+    """The value bytes ksqlDB writes: compact JSON, UPPER-CASE names, nulls kept, decimals as exact numbers."""
+    return _ENCODER.encode({wire: getattr(record, name) for name, wire in _wire_names(type(record))})
 
 
 def fields_of(record: Record) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from pydantic import (
     ValidationError,
 )
 
+from models.money import MAX_INPUT
+
 __all__ = [
     "BlacklistedTransaction",
     "EventTimestamp",
@@ -94,8 +96,10 @@ EventTimestamp = Annotated[
 _Id = Annotated[str, Field(min_length=1, max_length=64)]
 _Code = Annotated[str, Field(pattern=r"^[A-Za-z_]{1,32}$")]
 _Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-_Amount = Annotated[float, Field(ge=-1e12, le=1e12)]
-_Price = Annotated[float, Field(ge=0)]
+# Money inputs are bounded (models.money.MAX_INPUT) so that every figure derived from them fits its
+# warehouse column: an amount and a unit price fit ksqlDB's DECIMAL(15, 2), sums of them DECIMAL(38, 2).
+_Amount = Annotated[float, Field(ge=-MAX_INPUT, le=MAX_INPUT)]
+_Price = Annotated[float, Field(ge=0, le=MAX_INPUT)]
 _Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
@@ -230,7 +234,7 @@ def decode(kind_model: type[R], raw: bytes) -> R:
         raise InvalidRecord(_reason(kind_model, raw, exc)) from None
 
 
-def _reason(kind_model: type[Record], raw: bytes | None, exc: ValidationError) -> str:
+def _reason(kind_model: type[Record], raw: bytes | None, exc: ValidationError | None) -> str:
     if not raw:
         return "empty value"
     try:
@@ -247,6 +251,8 @@ def _reason(kind_model: type[Record], raw: bytes | None, exc: ValidationError) -
         return "not JSON (nested too deeply)"
     if not isinstance(parsed, dict):
         return f"not a JSON object ({type(parsed).__name__})"
+    if exc is None:
+        return f"invalid {_record_name(kind_model)}"
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "(record)"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.settings import MySQLSettings
 from app.snapshots.db import connect
@@ -47,18 +48,26 @@ def rows_to_batch(spec: TableSpec, rows: list[tuple[Any, ...]]) -> pa.RecordBatc
 def conform(spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
     """``batch`` with exactly the table's columns (by name, any order, extras dropped) and types.
 
-    Floats cast to the decimal columns round to the column's scale. Raises :class:`SnapshotError`
-    when a column is missing or a value cannot be cast.
+    Floats cast to the decimal columns round to the column's scale; decimals with more places (the
+    ksqlDB statements' EUR sums are ``DECIMAL(38, 10)``) are rounded half-up (away from zero, as
+    MariaDB rounds) to it. Raises :class:`SnapshotError` when a column is missing or a value cannot
+    be cast (e.g. does not fit the column).
     """
     names = set(batch.schema.names)
     missing = [name for name in spec.columns if name not in names]
     if missing:
         raise SnapshotError(f"{spec.name}: rows lack column(s) {', '.join(missing)}")
     try:
-        arrays = [batch.column(f.name).cast(f.type) for f in spec.schema]
+        arrays = [_cast(batch.column(f.name), f.type) for f in spec.schema]
         return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise SnapshotError(f"{spec.name}: rows do not fit the table's schema: {exc}") from exc
+
+
+def _cast(column: pa.Array, kind: pa.DataType) -> pa.Array:
+    if pa.types.is_decimal(kind) and pa.types.is_decimal(column.type) and column.type.scale > kind.scale:
+        column = pc.round(column, ndigits=kind.scale, round_mode="half_towards_infinity")
+    return column.cast(kind)
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,10 @@
 
 A version's rows have exactly the columns of :attr:`TableSpec.schema` (the fact table's business
 columns; no surrogate key, no ``snapshot_*`` bookkeeping). Money is ``decimal128`` with the fact
-table's precision, so a version read from the lake equals the warehouse's rows to the cent.
+table's precision and scale (:mod:`models.money`: totals ``decimal128(38, 2)``, averages
+``decimal128(38, 4)``, rates ``decimal128(18, 8)``), so a version read from the lake equals the
+warehouse's rows to the cent. Versions written before the money columns were widened keep their
+``decimal128(18, x)`` files; a reader of several versions casts them to these types.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from app.errors import ConfigurationError
+from models.money import AVERAGE, RATE, TOTAL
 
 __all__ = ["TABLES", "DimensionRef", "TableSpec", "table_spec"]
 
-_MONEY = pa.decimal128(18, 2)
-_AVERAGE = pa.decimal128(18, 4)
-_RATE = pa.decimal128(18, 8)
+_MONEY = pa.decimal128(TOTAL.precision, TOTAL.scale)
+_AVERAGE = pa.decimal128(AVERAGE.precision, AVERAGE.scale)
+_RATE = pa.decimal128(RATE.precision, RATE.scale)
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,46 @@ def test_values_decode_upper_or_lower_case_and_tombstones_delete():
     assert (row.key, row.value.total_amount, row.value.transaction_count, row.value.avg_amount) == (("PM-1",), 5, 2, None)
     assert decode_row(spec, b"PM-1", None).is_tombstone
     assert json.loads(encode_value(row.value)) == {
-        "PAYMENT_METHOD_NAME": "Card", "TOTAL_AMOUNT": 5.0, "TRANSACTION_COUNT": 2, "AVG_AMOUNT": None,
+        "PAYMENT_METHOD_NAME": "Card", "TOTAL_AMOUNT": 5, "TRANSACTION_COUNT": 2, "AVG_AMOUNT": None,
     }
+
+
+def test_money_decodes_exactly_from_the_json_text_and_encodes_every_digit():
+    spec = TABLES["user_transaction_summary"]
+    raw = b'{"TOTAL_AMOUNT": 1099999999999989.01, "TRANSACTION_COUNT": 1100, "AVG_AMOUNT": 999999999999.9900091}'
+    value = decode_row(spec, encode_key(spec, ("U1", "PURCHASE")), raw).value
+    assert value.total_amount == Decimal("1099999999999989.01")  # a double would hold ...989.0
+    assert value.avg_amount == Decimal("999999999999.9900091")
+    assert encode_value(value) == b'{"TOTAL_AMOUNT":1099999999999989.01,"TRANSACTION_COUNT":1100,"AVG_AMOUNT":999999999999.9900091}'
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"TOTAL_AMOUNT": 1e36, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: Input should be less than"),
+        (b'{"TOTAL_AMOUNT": 999999999999999999999999999999999999.995, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT"),
+        (b'{"TOTAL_AMOUNT": "12.5", "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: expected a JSON number"),
+        (b'{"TOTAL_AMOUNT": true, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: expected a JSON number"),
+        (b'{"TOTAL_AMOUNT": NaN, "TRANSACTION_COUNT": 1}', "NaN is not a number"),
+        (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 9223372036854775808}', "TRANSACTION_COUNT"),
+        (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 2.0}', "TRANSACTION_COUNT"),
+        (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 1, "AVG_AMOUNT": 1e34}', "AVG_AMOUNT"),
+        (b"\xff", "not UTF-8"),
+        (b"[1]", "not a JSON object"),
+    ],
+)
+def test_money_and_counts_beyond_their_columns_are_invalid(value, reason):
+    spec = TABLES["user_transaction_summary"]
+    with pytest.raises(InvalidRecord, match=re.escape(reason)):
+        decode_row(spec, encode_key(spec, ("U1", "PURCHASE")), value)
+
+
+def test_the_largest_values_the_models_accept_fit_their_columns():
+    spec = TABLES["user_transaction_summary_eur"]
+    raw = (b'{"TOTAL_AMOUNT_EUR": -999999999999999999999999999999999999.994, "TRANSACTION_COUNT": 9223372036854775807, '
+           b'"AVG_AMOUNT_EUR": 9999999999999999999999999999999999.99994, "EXCHANGE_RATE": 9999999999.99999999}')
+    value = decode_row(spec, encode_key(spec, ("U1", "PURCHASE")), raw).value
+    assert value.transaction_count == 2**63 - 1 and value.exchange_rate == Decimal("9999999999.99999999")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +125,7 @@ def test_only_completed_transactions_count_and_refunds_net_the_payment_totals():
     assert list(contributions(_tx(status="PENDING"), 0, 1, RATES)) == []
     purchase = {t: c for t, _, c in contributions(_tx(), 0, 1, RATES)}
     refund = {t: c for t, _, c in contributions(_tx(transaction_type="REFUND"), 0, 2, RATES)}
-    assert Decimal(purchase["payment_method_totals"][2]) == Decimal("9.292")  # 10.1 USD * 0.92
+    assert Decimal(purchase["payment_method_totals"][2]) == Decimal("9.292")  # 10.10 USD * 0.92
     assert Decimal(refund["payment_method_totals"][2]) == Decimal("-9.292")
     assert "product_purchase_counts" in purchase and "product_purchase_counts" not in refund
 
@@ -109,7 +147,7 @@ def test_fold_skips_contributions_at_or_below_the_watermark():
     state = aggregator.fold(None, [[0, 5, "10.10"], [1, 3, "1.00"]], "k")
     replayed = aggregator.fold(state, [[0, 4, "99"], [0, 5, "10.10"], [1, 3, "1.00"], [0, 6, "0.01"]], "k")
     value = aggregator.value(replayed)
-    assert (value.total_amount, value.transaction_count, value.avg_amount) == (11.11, 3, 3.7033)
+    assert (value.total_amount, value.transaction_count, value.avg_amount) == (Decimal("11.11"), 3, Decimal("3.7033"))
     assert replayed["wm"] == {"0": 6, "1": 3}
 
 
@@ -123,14 +161,16 @@ def test_unique_buyers_stay_exact_when_the_product_state_lost_a_contribution():
     # contribution counts the buyer again, exactly once; a later purchase by U1 never does.
     again = aggregator.fold(None, [first, [0, 8, 1, "2.50", "2.50", 1, "U1", "Pen", "OFFICE"]], "P-1", buyers)
     value = aggregator.value(again)
-    assert (value.unique_buyers, value.purchase_count, value.total_revenue, value.avg_price) == (1, 2, 5.0, 2.5)
+    assert (value.unique_buyers, value.purchase_count, value.total_revenue, value.avg_price) == (1, 2, Decimal(5), Decimal("2.5"))
 
 
 def test_money_rounds_half_up_to_cents():
     aggregator = AGGREGATORS["user_transaction_summary_eur"]
     state = aggregator.fold(None, [[0, 1, "0.005", "0.5"], [0, 2, "0.010", "0.5"]], "k")
     value = aggregator.value(state)
-    assert (value.total_amount_eur, value.avg_amount_eur, value.exchange_rate) == (0.02, 0.0075, 0.5)
+    assert (value.total_amount_eur, value.avg_amount_eur, value.exchange_rate) == (
+        Decimal("0.02"), Decimal("0.0075"), Decimal("0.5"))
+    assert str(value.total_amount_eur) == "0.02" and str(value.avg_amount_eur) == "0.0075"
 
 
 # -- delta messages ----------------------------------------------------------------------------
@@ -168,7 +208,7 @@ def test_rates_file_must_hold_positive_decimals(tmp_path):
     good = tmp_path / "rates.toml"
     good.write_text('EUR = "1"\nUSD = "0.92"\n')
     assert load_rates(good) == {"EUR": Decimal("1"), "USD": Decimal("0.92")}
-    for text in ('usd = "1"', 'USD = "-1"', 'USD = "x"', ""):
+    for text in ('usd = "1"', 'USD = "-1"', 'USD = "x"', "", 'USD = "0.123456789"', 'USD = "10000000000"'):
         good.write_text(text)
         with pytest.raises(ConfigurationError):
             load_rates(good)
