@@ -68,6 +68,10 @@ def _live_state_lines(live: LiveStateFindings) -> list[str]:
     if live.differing_count:
         shown = "; ".join(f"{'/'.join(d['key'])} {d['column']} {d['stored']} (expected {d['expected']})" for d in live.differing)
         lines.append(f"    DIFFERING measures: {live.differing_count:,}: {shown}")
+    if live.stale_count:
+        shown = "; ".join(f"{'/'.join(s['key'])} (last change at offset {s['offset']} {s['why']})" for s in live.stale)
+        lines.append(f"    STALE facts (older than their changelog key's last value): {live.stale_count:,}: {shown}"
+                     + (" ..." if live.stale_count > len(live.stale) else ""))
     for table, keys in live.missing_dimension_keys.items():
         if keys:
             lines.append(f"    {table}: facts without a dimension row: {', '.join(map(repr, keys))}")

@@ -15,9 +15,15 @@ ledger, in offset order, except those in the dead-letter topic, decoded with
 :func:`models.tables.decode_row`; the last value per key, a tombstone removing it
 (:func:`fold_changelog`). :func:`compare_live_state` compares that with the live rows: keys
 missing from MySQL, keys MySQL should not hold, and measures that differ at the column's
-DECIMAL scale (the expected double rounded half-up, as MariaDB stores it). A message the sink
+DECIMAL scale (the expected value rounded half-up, as MariaDB stores it). A message the sink
 should have dead-lettered (undecodable, or a tombstone for a key not held) that is not in the
 dead-letter topic is a finding too (``not_dead_lettered``).
+
+Beyond what the sink should hold, a live fact must show the *last* value of its changelog key:
+a key whose last message was dead-lettered (or rejected) keeps an older value in MySQL, and so
+does one whose last message has not landed when the caller says the check is ``settled`` (the
+changelog is then read up to Kafka's last offset). Such keys are ``stale``: the fact differs from
+its changelog, whatever the dead-letter topic explains.
 
 The ledger and the live rows are read in one consistent MySQL snapshot (the sink commits them
 together), and Kafka's last offsets after it, so the check is exact while workers run.
@@ -38,13 +44,15 @@ from app.security import kafka_client_options
 from app.settings import Settings
 from app.verify import sources
 from app.verify.reconcile import offset_ranges
-from models.tables import TableSpec, decode_row
+from models.money import EXACT
+from models.tables import TableSpec, decode_key, decode_row
 from models.transaction import InvalidRecord, Record
 
 __all__ = [
     "ChangelogFindings",
     "ChangelogPositions",
     "LiveStateFindings",
+    "Replay",
     "compare_live_state",
     "fold_changelog",
     "reconcile_changelog",
@@ -123,11 +131,16 @@ class LiveStateFindings:
     extra: list[list[str]] = field(default_factory=list)
     differing_count: int = 0
     differing: list[dict[str, Any]] = field(default_factory=list)
+    stale_count: int = 0
+    stale: list[dict[str, Any]] = field(default_factory=list)  # {"key", "offset", "why"}
     missing_dimension_keys: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_count or self.extra_count or self.differing_count or any(self.missing_dimension_keys.values()))
+        return not (
+            self.missing_count or self.extra_count or self.differing_count or self.stale_count
+            or any(self.missing_dimension_keys.values())
+        )
 
     def to_json(self) -> dict:
         return {
@@ -141,6 +154,8 @@ class LiveStateFindings:
             "extra": self.extra,
             "differing_count": self.differing_count,
             "differing": self.differing,
+            "stale_count": self.stale_count,
+            "stale": self.stale,
             "missing_dimension_keys": self.missing_dimension_keys,
         }
 
@@ -160,44 +175,93 @@ def reconcile_changelog(
     return findings
 
 
+DEAD_LETTERED, REJECTED, NOT_LANDED = "dead-lettered", "rejected", "not landed"
+"""Why a key's last changelog message is not what its live fact shows."""
+
+
+@dataclass
+class Replay:
+    """A changelog replayed: what the live rows must hold, and what does not add up."""
+
+    state: dict[Key, Record] = field(default_factory=dict)  # the last applied value per key
+    unexplained: list[int] = field(default_factory=list)  # rejected offsets not in the dead-letter topic
+    skipped: int = 0  # dead-lettered messages
+    stale: dict[Key, tuple[int, str]] = field(default_factory=dict)  # key -> (its last offset, why not applied)
+
+
 def fold_changelog(
-    spec: TableSpec, messages: Iterable[tuple[int, bytes | None, bytes | None]], dead_lettered: set[int]
-) -> tuple[dict[Key, Record], list[int], int]:
+    spec: TableSpec,
+    messages: Iterable[tuple[int, bytes | None, bytes | None]],
+    dead_lettered: set[int],
+    *,
+    landed_through: int | None = None,
+) -> Replay:
     """Replay ``(offset, key, value)`` messages (offset order) into the last value per key.
 
-    Returns ``(state, not_dead_lettered offsets, dead-lettered messages skipped)``. A message in
-    ``dead_lettered`` is skipped; one the sink would have dead-lettered (undecodable, or a
-    tombstone for a key the state does not hold) but that is not there is listed and changes nothing.
+    A message in ``dead_lettered`` is skipped; one the sink would have dead-lettered (undecodable,
+    or a tombstone for a key the state does not hold) but that is not there is listed and changes
+    nothing. Messages above ``landed_through`` (given for a settled check) are not applied. A key of
+    the final state whose last message was not applied is ``stale`` (see the module docstring).
     """
-    state: dict[Key, Record] = {}
-    unexplained: list[int] = []
-    skipped = 0
+    replay = Replay()
+    state = replay.state
+    last: dict[Key, tuple[int, str | None]] = {}  # key -> (offset of its last message, why not applied)
     for offset, key, value in messages:
+        try:
+            columns: Key | None = decode_key(spec, key)
+        except InvalidRecord:
+            columns = None
+        if landed_through is not None and offset > landed_through:
+            if columns is not None:
+                last[columns] = (offset, NOT_LANDED)
+            continue
         if offset in dead_lettered:
-            skipped += 1
+            replay.skipped += 1
+            if columns is not None:
+                last[columns] = (offset, DEAD_LETTERED)
             continue
         try:
             row = decode_row(spec, key, value)
         except InvalidRecord:
-            unexplained.append(offset)
+            replay.unexplained.append(offset)
+            if columns is not None:
+                last[columns] = (offset, REJECTED)
             continue
         if row.value is not None:
             state[row.key] = row.value
         elif state.pop(row.key, None) is None:
-            unexplained.append(offset)
-    return state, unexplained, skipped
+            replay.unexplained.append(offset)
+            continue
+        last[row.key] = (offset, None)
+    replay.stale = {k: (offset, why) for k, (offset, why) in last.items() if why is not None and k in state}
+    return replay
 
 
 def stored_form(expected: Any, stored: Any) -> Any:
-    """``expected`` as the column holding ``stored`` keeps it: a double at the DECIMAL's scale, half-up."""
-    if isinstance(stored, Decimal) and isinstance(expected, (int, float)) and not isinstance(expected, bool):
-        return Decimal(repr(expected)).quantize(Decimal(1).scaleb(stored.as_tuple().exponent), rounding=ROUND_HALF_UP)
+    """``expected`` as the column holding ``stored`` keeps it: a number at the DECIMAL's scale, half-up."""
+    if isinstance(stored, Decimal) and isinstance(expected, (int, float, Decimal)) and not isinstance(expected, bool):
+        exact = Decimal(repr(expected)) if isinstance(expected, float) else Decimal(expected)
+        return exact.quantize(Decimal(1).scaleb(stored.as_tuple().exponent), rounding=ROUND_HALF_UP, context=EXACT)
     return expected
 
 
-def compare_live_state(spec: TableSpec, expected: Mapping[Key, Record], stored: Mapping[Key, tuple]) -> LiveStateFindings:
-    """The changelog's state against the live rows (``{key: values in spec.value_columns order}``)."""
+def compare_live_state(
+    spec: TableSpec,
+    expected: Mapping[Key, Record],
+    stored: Mapping[Key, tuple],
+    stale: Mapping[Key, tuple[int, str]] | None = None,
+) -> LiveStateFindings:
+    """The changelog's state against the live rows (``{key: values in spec.value_columns order}``).
+
+    ``stale`` (:attr:`Replay.stale`) lists keys whose last changelog message is not applied; those
+    with a live row are findings.
+    """
     findings = LiveStateFindings(spec.fact_table, expected_keys=len(expected), live_rows=len(stored))
+    outdated = sorted(k for k in (stale or {}) if k in stored)
+    findings.stale_count = len(outdated)
+    findings.stale = [
+        {"key": list(k), "offset": stale[k][0], "why": stale[k][1]} for k in outdated[:SHOWN_KEYS]  # type: ignore[index]
+    ]
     missing = sorted(expected.keys() - stored.keys())
     extra = sorted(stored.keys() - expected.keys())
     findings.missing_count, findings.missing = len(missing), [list(k) for k in missing[:SHOWN_KEYS]]
@@ -234,6 +298,7 @@ async def reconcile_table(
         starts = {tp.partition: start for tp, start in (await consumer.beginning_offsets(tps)).items()}
         findings = []
         expected: dict[Key, Record] = {}
+        stale: dict[Key, tuple[int, str]] = {}
         for tp in tps:
             p = tp.partition
             positions = ChangelogPositions(
@@ -241,16 +306,19 @@ async def reconcile_table(
             )
             found = reconcile_changelog(feed.name, feed.topic, p, positions, settled=settled)
             through = min(positions.ledger, positions.last_offset)
-            messages = await sources.read_partition(consumer, tp, starts[p], through)
+            # A settled check reads on to the end: a key whose last change has not landed is stale.
+            messages = await sources.read_partition(consumer, tp, starts[p], positions.last_offset if settled else through)
             dead = set(dead_letters.get((feed.topic, p), ()))
-            state, unexplained, skipped = fold_changelog(spec, messages, dead)
-            found.checked, found.in_dead_letters = len(messages), skipped
-            found.not_dead_lettered = offset_ranges(np.asarray(unexplained, dtype=np.int64))
-            expected.update(state)  # a key lives in one partition
+            replay = fold_changelog(spec, messages, dead, landed_through=through)
+            found.checked = sum(1 for offset, _, _ in messages if offset <= through)
+            found.in_dead_letters = replay.skipped
+            found.not_dead_lettered = offset_ranges(np.asarray(replay.unexplained, dtype=np.int64))
+            expected.update(replay.state)  # a key lives in one partition
+            stale.update(replay.stale)
             findings.append(found)
     finally:
         await consumer.stop()
-    live = compare_live_state(spec, expected, snapshot.rows)
+    live = compare_live_state(spec, expected, snapshot.rows, stale)
     if spec.dimension is not None:
         live.missing_dimension_keys[spec.dimension[0]] = snapshot.orphans[:SHOWN_KEYS] + (
             [f"... and {len(snapshot.orphans) - SHOWN_KEYS} more"] if len(snapshot.orphans) > SHOWN_KEYS else []

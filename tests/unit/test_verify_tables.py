@@ -23,7 +23,7 @@ def _key(user: str, kind: str = "PURCHASE") -> bytes:
     return json.dumps({"USER_ID": user, "TRANSACTION_TYPE": kind}).encode()
 
 
-def _value(total: float, count: int) -> bytes:
+def _value(total: int, count: int) -> bytes:
     return json.dumps({"TOTAL_AMOUNT": total, "TRANSACTION_COUNT": count, "AVG_AMOUNT": total / count}).encode()
 
 
@@ -70,9 +70,11 @@ def test_the_last_value_per_key_wins_and_a_tombstone_removes_it():
         (2, _key("U1"), _value(30, 2)),
         (3, _key("U2"), None),
     ]
-    state, unexplained, skipped = fold_changelog(SUMMARY, messages, set())
-    assert state == {("U1", "PURCHASE"): UserTransactionSummary(total_amount=30, transaction_count=2, avg_amount=15)}
-    assert unexplained == [] and skipped == 0
+    replay = fold_changelog(SUMMARY, messages, set())
+    assert replay.state == {
+        ("U1", "PURCHASE"): UserTransactionSummary(total_amount=Decimal(30), transaction_count=2, avg_amount=Decimal("15.0"))
+    }
+    assert replay.unexplained == [] and replay.skipped == 0 and replay.stale == {}
 
 
 def test_dead_lettered_messages_are_skipped_and_unexplained_rejects_are_listed():
@@ -82,16 +84,38 @@ def test_dead_lettered_messages_are_skipped_and_unexplained_rejects_are_listed()
         (2, _key("U-NEVER"), None),  # tombstone for a key never held
         (3, _key("U1"), _value(2, 1)),
     ]
-    state, unexplained, skipped = fold_changelog(SUMMARY, messages, {0, 1, 2})
-    assert list(state) == [("U1", "PURCHASE")] and unexplained == [] and skipped == 3
-    state, unexplained, skipped = fold_changelog(SUMMARY, messages, {1})
-    assert unexplained == [0, 2] and skipped == 1 and list(state) == [("U1", "PURCHASE")]
+    replay = fold_changelog(SUMMARY, messages, {0, 1, 2})
+    assert list(replay.state) == [("U1", "PURCHASE")] and replay.unexplained == [] and replay.skipped == 3
+    assert replay.stale == {}  # U1's last message (offset 3) is applied
+    replay = fold_changelog(SUMMARY, messages, {1})
+    assert replay.unexplained == [0, 2] and replay.skipped == 1 and list(replay.state) == [("U1", "PURCHASE")]
 
 
-def test_a_dead_lettered_tombstone_does_not_delete():
+def test_a_dead_lettered_tombstone_does_not_delete_and_leaves_the_fact_stale():
     messages = [(0, _key("U1"), _value(2, 1)), (1, _key("U1"), None)]
-    state, _, _ = fold_changelog(SUMMARY, messages, {1})
-    assert list(state) == [("U1", "PURCHASE")]
+    replay = fold_changelog(SUMMARY, messages, {1})
+    assert list(replay.state) == [("U1", "PURCHASE")]
+    assert replay.stale == {("U1", "PURCHASE"): (1, "dead-lettered")}
+
+
+def test_a_fact_whose_last_change_was_dead_lettered_or_has_not_landed_is_stale():
+    """The issue's case: the last value of a key could not be stored, the fact kept the one before."""
+    messages = [
+        (0, _key("U1"), _value(2, 1)),
+        (1, _key("U1"), b'{"TOTAL_AMOUNT": 1e40, "TRANSACTION_COUNT": 2}'),  # dead-lettered: beyond DECIMAL(38,2)
+        (2, _key("U2"), _value(5, 1)),
+        (3, _key("U2"), _value(9, 2)),  # above the ledger: not landed
+        (4, _key("U3"), _value(1, 1)),  # above the ledger, and no fact yet: the partition's missing range says it
+    ]
+    replay = fold_changelog(SUMMARY, messages, {1}, landed_through=2)
+    assert set(replay.state) == {("U1", "PURCHASE"), ("U2", "PURCHASE")}
+    assert replay.stale == {("U1", "PURCHASE"): (1, "dead-lettered"), ("U2", "PURCHASE"): (3, "not landed")}
+    row = (Decimal("2.00"), 1, Decimal("2.0000"))
+    stored = {("U1", "PURCHASE"): row, ("U2", "PURCHASE"): (Decimal("5.00"), 1, Decimal("5.0000"))}
+    found = compare_live_state(SUMMARY, replay.state, stored, replay.stale)
+    assert not found.ok and found.differing_count == 0 and found.stale_count == 2
+    assert found.stale[0] == {"key": ["U1", "PURCHASE"], "offset": 1, "why": "dead-lettered"}
+    assert compare_live_state(SUMMARY, replay.state, stored).ok  # what the sink should hold, it holds
 
 
 # ---------------------------------------------------------------------------------------- comparison
@@ -102,14 +126,18 @@ def test_a_double_is_compared_at_the_columns_scale_rounded_half_up():
     assert stored_form(0.125, Decimal("0.0000")) == Decimal("0.1250")
     assert stored_form(-2.345, Decimal("0.00")) == Decimal("-2.35")
     assert stored_form(7, 7) == 7 and stored_form(None, None) is None and stored_form("Card", "Card") == "Card"
+    big = Decimal("1099999999999989.005")  # an exact decimal keeps every digit: no double in between
+    assert stored_form(big, Decimal("0.00")) == Decimal("1099999999999989.01")
 
 
-def _method(total: float, count: int, name: str | None = "Card") -> PaymentMethodTotals:
-    return PaymentMethodTotals(payment_method_name=name, total_amount=total, transaction_count=count, avg_amount=total / count)
+def _method(total: str | int, count: int, name: str | None = "Card") -> PaymentMethodTotals:
+    return PaymentMethodTotals(
+        payment_method_name=name, total_amount=Decimal(total), transaction_count=count, avg_amount=Decimal(total) / count
+    )
 
 
 def test_identical_state_and_rows_are_ok():
-    expected = {("PM-1",): _method(100.005, 3)}
+    expected = {("PM-1",): _method("100.005", 3)}
     stored = {("PM-1",): ("Card", Decimal("100.01"), 3, Decimal("33.3350"))}
     found = compare_live_state(METHODS, expected, stored)
     assert found.ok and found.expected_keys == found.live_rows == 1
