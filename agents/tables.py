@@ -20,8 +20,9 @@ merely slow, it costs one tiny message).
 For each delta message the agent folds every key's contributions into its state
 (:class:`models.aggregates.Aggregator`: contributions at or below the key's watermark are skipped,
 so redelivered deltas change nothing) and sends the key's current value to the table's topic in
-ksqlDB's format (:mod:`models.tables`) -- also when a replay left the state unchanged, in case the
-first send was lost with a crash. Faust flushes the producer (changelog and table topics) before it
+ksqlDB's format (:mod:`models.tables`, with the header ``txlake.derived``: the landing holds its
+partition rather than dead-letter such a record) -- also when a replay left the state unchanged, in
+case the first send was lost with a crash. Faust flushes the producer (changelog and table topics) before it
 commits the deltas offset, so a committed delta is always reflected in both.
 """
 
@@ -39,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app import metrics
 from app.table_deltas import read_delta
 from models.aggregates import AGGREGATORS, Buyers
-from models.tables import TABLES, encode_value
+from models.tables import DERIVED_HEADER, TABLES, encode_value
 
 __all__ = ["BUYERS_TABLE", "register_table_agent", "state_table_names"]
 
@@ -53,6 +54,8 @@ PROGRESS_TABLE = "deltas_progress"
 TAIL_IDLE_S = 10.0
 """How long a deltas partition may stay behind its end with nothing applied before it is poked."""
 EMPTY_DELTA = b'{"t":{}}'
+DERIVED = [(DERIVED_HEADER, b"1")]
+"""Headers of every changelog record the agent writes: the landing never dead-letters them."""
 
 
 def state_table_names() -> list[str]:
@@ -105,7 +108,7 @@ def register_table_agent(
                     store[key] = state
                     changed += 1
                 if output is not None:
-                    output.send_soon(key=key.encode(), value=encode_value(aggregator.value(state)))
+                    output.send_soon(key=key.encode(), value=encode_value(aggregator.value(state)), headers=DERIVED)
             updates[table].inc(changed)
 
     progress = stores[PROGRESS_TABLE]

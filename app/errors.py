@@ -15,6 +15,7 @@ __all__ = [
     "TerminalError",
     "TransientError",
     "TxlakeError",
+    "UnstorableValueError",
     "WarehouseSinkError",
 ]
 
@@ -41,3 +42,9 @@ class LakeSinkError(TransientError):
 
 class WarehouseSinkError(TransientError):
     """Writing a batch to the warehouse failed (connection lost, lock timeout, deadlock)."""
+
+
+class UnstorableValueError(WarehouseSinkError):
+    """MySQL refused a value of the batch (out of range, too long): its columns are narrower than the
+    schema txlake expects (sql/; run the migrations). Retried like any transient failure -- a record
+    is never skipped for it -- and the partition is reported held until the schema admits it."""

@@ -5,6 +5,13 @@ when it returns, every event it was given is either in every sink (up to the
 sinks' ledgers) or in the dead-letter topic, so the agent may ack them all.
 It never returns early: transient failures are retried with backoff for as
 long as it takes (the partition's progress waits, nothing is skipped).
+
+A record that txlake derived itself (a table changelog record carrying
+:data:`~models.tables.DERIVED_HEADER`) is never dead-lettered: if it does not
+decode, or a sink cannot store one of the batch's values, the partition is
+*held* (:mod:`app.runtime.holds`: retried with backoff, an ERROR log line per
+attempt, the ``txlake_partition_held`` gauge) instead of skipped. Records from
+anyone else that do not decode go to the dead-letter topic as before.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ from aiokafka.structs import ConsumerRecord
 
 from app import metrics
 from app.dead_letters import DeadLetter, DeadLetterPublisher
+from app.errors import TransientError, UnstorableValueError
 from app.feeds import Feed
 from app.retry import Backoff, retry_transient
+from app.runtime.holds import OWN_RECORD_INVALID, VALUE_NOT_STORABLE, PartitionHolds
 from app.sinks.base import Batch, Sink
-from models.tables import decode_row
+from models.tables import DERIVED_HEADER, decode_row
 from models.transaction import InvalidRecord, decode
 from models.wire import fast_decoder
 
@@ -45,10 +54,16 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 Message = RawMessage | ConsumerRecord
-"""A Kafka message as the landing reads it: ``partition``, ``offset``, ``key``, ``value``."""
+"""A Kafka message as the landing reads it: ``partition``, ``offset``, ``key``, ``value``, ``headers``."""
+
+
+def is_derived(message: Message) -> bool:
+    """Whether txlake's table agent wrote ``message`` (it carries :data:`~models.tables.DERIVED_HEADER`)."""
+    return any(name == DERIVED_HEADER for name, _ in message.headers or ())
 
 
 def reason_of(error: Exception) -> str:
@@ -82,6 +97,7 @@ class FeedLanding:
         self._fast_decode = None if feed.is_table else fast_decoder(feed.record_kind.model)
         self._active = 0  # batches landing right now (retries included)
         self.last_batch_at: float | None = None  # time.monotonic() of the last batch taken
+        self.holds = PartitionHolds(feed.name)
 
     async def land(self, messages: Sequence[Message]) -> None:
         """Land ``messages`` (any partitions, offset order within each). See the module docstring."""
@@ -107,6 +123,17 @@ class FeedLanding:
 
     async def _land_partition(self, partition: int, messages: Sequence[Message]) -> None:
         batch, rejected = self.decode(partition, messages)
+        attempt = 0
+        while own := self._own_records(messages, rejected):
+            attempt += 1
+            self.holds.hold(
+                partition, OWN_RECORD_INVALID,
+                f"{len(own)} record(s) of {batch.describe()} that txlake derived do not decode, "
+                f"the first at offset {own[0].offset}: {own[0].message}",
+                attempt,
+            )
+            await asyncio.sleep(self.backoff.delay(attempt - 1))
+            batch, rejected = self.decode(partition, messages)
         if rejected:
             await retry_transient(
                 lambda: self.dead_letters.publish(rejected),
@@ -118,6 +145,14 @@ class FeedLanding:
         metrics.BATCH_RECORDS.labels(self.feed.name).observe(len(batch.records))
         # The sinks are independent (own ledgers): land in parallel.
         await asyncio.gather(*(self._write(sink, batch) for sink in self.sinks))
+        self.holds.release(partition)
+
+    def _own_records(self, messages: Sequence[Message], rejected: list[DeadLetter]) -> list[DeadLetter]:
+        """The rejected records that txlake derived itself: never dead-lettered, they hold the partition."""
+        if not rejected or not self.feed.is_table:
+            return []
+        derived = {message.offset for message in messages if is_derived(message)}
+        return [letter for letter in rejected if letter.offset in derived]
 
     def decode(self, partition: int, messages: Sequence[Message]) -> tuple[Batch, list[DeadLetter]]:
         """Split messages into a batch of valid records and the dead letters of the rest.
@@ -168,11 +203,20 @@ class FeedLanding:
 
     async def _write(self, sink: Sink, batch: Batch) -> None:
         started = time.perf_counter()
+        attempts = 0
+
+        def on_retry(exc: TransientError) -> None:
+            nonlocal attempts
+            attempts += 1
+            metrics.SINK_RETRIES.labels(self.feed.name, sink.name).inc()
+            if isinstance(exc, UnstorableValueError):
+                self.holds.hold(batch.partition, VALUE_NOT_STORABLE, f"{sink.name} write of {batch.describe()}: {exc}", attempts)
+
         landed = await retry_transient(
             lambda: sink.write(batch),
             what=f"{sink.name} write of {batch.describe()}",
             backoff=self.backoff,
-            on_retry=lambda _exc: metrics.SINK_RETRIES.labels(self.feed.name, sink.name).inc(),
+            on_retry=on_retry,
         )
         metrics.SINK_FLUSH_SECONDS.labels(self.feed.name, sink.name).observe(time.perf_counter() - started)
         metrics.RECORDS_LANDED.labels(self.feed.name, sink.name).inc(landed)

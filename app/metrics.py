@@ -17,6 +17,8 @@ __all__ = [
     "EXPORT_DURATION",
     "EXPORT_ROWS",
     "LEDGER_POSITION",
+    "PARTITION_HELD",
+    "PARTITION_HOLDS",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
@@ -59,6 +61,16 @@ DEAD_LETTER_TOPIC_RECORDS = Counter(
     "txlake_dead_letter_topic_records_total",
     "Records read from the dead-letter topic by this worker's share of it, by source topic and reason.",
     ["source_topic", "reason"],
+)
+PARTITION_HELD = Gauge(
+    "txlake_partition_held",
+    "1 while a partition's batch cannot land and is held (retried, never skipped), by feed and partition; alert on it.",
+    ["feed", "partition"],
+)
+PARTITION_HOLDS = Counter(
+    "txlake_partition_holds_total",
+    "Times a partition started to be held, by feed and reason (own_record_invalid, value_not_storable).",
+    ["feed", "reason"],
 )
 TABLE_UPDATES = Counter(
     "txlake_table_updates_total",

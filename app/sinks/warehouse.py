@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 import aiomysql
 import pymysql
 
-from app.errors import WarehouseSinkError
+from app.errors import UnstorableValueError, WarehouseSinkError
 from app.security import mysql_ssl_context
 from app.settings import MySQLSettings
 from app.sinks.base import Batch, Sink
@@ -98,6 +98,8 @@ class WarehouseSink(Sink):
         try:
             async with self._connection() as connection:
                 return await self._write_in_transaction(connection, batch)
+        except pymysql.err.DataError as exc:  # out of range, too long: the schema is narrower than sql/
+            raise UnstorableValueError(f"batch {batch.describe()}: MySQL cannot store a value: {exc}") from exc
         except MYSQL_FAILURES as exc:
             raise WarehouseSinkError(f"batch {batch.describe()}: {exc}") from exc
 
