@@ -135,6 +135,11 @@ class FeedLanding:
             await asyncio.sleep(self.backoff.delay(attempt - 1))
             batch, rejected = self.decode(partition, messages)
         if rejected:
+            for letter in rejected:
+                logger.warning(
+                    "dead-lettering %s[%d]@%d: %s", letter.topic, partition, letter.offset, letter.message,
+                    extra={"feed": self.feed.name, "topic": letter.topic, "partition": partition, "offset": letter.offset},
+                )
             await retry_transient(
                 lambda: self.dead_letters.publish(rejected),
                 what=f"dead-letter publish for {batch.describe()}",
@@ -155,7 +160,7 @@ class FeedLanding:
         return [letter for letter in rejected if letter.offset in derived]
 
     def decode(self, partition: int, messages: Sequence[Message]) -> tuple[Batch, list[DeadLetter]]:
-        """Split messages into a batch of valid records and the dead letters of the rest.
+        """Split messages into a batch of valid records and the would-be dead letters of the rest (no I/O).
 
         A value goes through the model's fast decoder first (:mod:`models.wire`: upper-case
         names, the common case); whatever that does not accept is decoded by the pydantic
@@ -178,14 +183,6 @@ class FeedLanding:
                 offsets.append(message.offset)
             except Exception as exc:  # every decode failure is terminal for its record only
                 reason = reason_of(exc)
-                logger.warning(
-                    "dead-lettering %s[%d]@%d: %s",
-                    self.feed.topic,
-                    partition,
-                    message.offset,
-                    exc,
-                    extra={"feed": self.feed.name, "topic": self.feed.topic, "partition": partition, "offset": message.offset},
-                )
                 rejected.append(
                     DeadLetter(
                         self.feed.topic,
