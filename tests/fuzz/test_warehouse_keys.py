@@ -21,9 +21,9 @@ FEED = Feed(
     name="transaction_stream", topic="transactions", record="transaction", dataset="streams/transaction_stream",
     warehouse=("dim_users", "dim_payment_methods"),
 )
-# Equal under utf8mb4_unicode_ci. Not here: ids that differ only by trailing spaces -- utf8mb4_bin
-# is a PAD SPACE collation on MySQL and MariaDB alike, so "a" and "a " remain one key (README).
-FOLDED_TOGETHER = ["a", "A", "á", "ss", "ß", "x\x08", "x", "Ａ"]
+# Equal under utf8mb4_unicode_ci; "a", "a " and "a  " are equal under utf8mb4_bin too (PAD SPACE):
+# the keys are utf8mb4_nopad_bin, byte for byte (docs/warehouse-keys.md).
+FOLDED_TOGETHER = ["a", "A", "á", "ss", "ß", "x\x08", "x", "Ａ", "a ", "a  ", "a\t"]
 
 
 async def test_ids_that_a_folding_collation_would_merge_stay_distinct(warehouse_db):

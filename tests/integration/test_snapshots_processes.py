@@ -176,7 +176,7 @@ async def test_cli_takes_lists_and_describes_without_a_worker(warehouse_db, ware
     assert stream["partitions"] == {"year=2026/month=11/day=25": {"files": 1, "bytes": (day / "transactions+0+0.parquet").stat().st_size}}
     assert [f["name"] for f in stream["schema"]] == ["transaction_id", "amount"]
     human = _txlake(env, "lake", "describe", f"tables/{UTS}").stdout
-    assert "latest complete: 2" in human and "decimal128(18, 2)" in human
+    assert "latest complete: 2" in human and "decimal128(38, 2)" in human
     missing = subprocess.run([TXLAKE, "lake", "describe", "tables/nope"], env=env, capture_output=True, text=True)
     assert missing.returncode == 1
 
