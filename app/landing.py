@@ -207,7 +207,7 @@ class FeedLanding:
             attempts += 1
             metrics.SINK_RETRIES.labels(self.feed.name, sink.name).inc()
             if isinstance(exc, UnstorableValueError):
-                self.holds.hold(batch.partition, VALUE_NOT_STORABLE, f"{sink.name} write of {batch.describe()}: {exc}", attempts)
+                self.holds.hold(batch.partition, VALUE_NOT_STORABLE, f"{sink.name} sink: {exc}", attempts)
 
         landed = await retry_transient(
             lambda: sink.write(batch),

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
 from models.money import AVERAGE, RATE, TOTAL, Column
 from models.transaction import InvalidRecord, Record, _reason, _record_name
@@ -68,8 +68,15 @@ def _json_number(value: object) -> object:
 
 def _decimal(column: Column, *, positive: bool = False) -> Any:
     """An exact decimal that fits ``column`` once rounded to its scale (sizes: :mod:`models.money`)."""
-    low = Field(gt=0) if positive else Field(gt=column.limit.copy_negate())
-    return Annotated[Decimal, BeforeValidator(_json_number), low, Field(lt=column.limit)]
+
+    def fits(value: Decimal) -> Decimal:
+        if not value.is_finite() or not column.fits(value):
+            raise ValueError(f"{value} does not fit {column.sql()}")
+        if positive and value <= 0:
+            raise ValueError(f"{value} is not positive")
+        return value
+
+    return Annotated[Decimal, BeforeValidator(_json_number), AfterValidator(fits)]
 
 
 _Count = Annotated[int, Field(ge=0, le=_BIGINT)]

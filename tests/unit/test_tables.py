@@ -61,14 +61,14 @@ def test_money_decodes_exactly_from_the_json_text_and_encodes_every_digit():
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        (b'{"TOTAL_AMOUNT": 1e36, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: Input should be less than"),
+        (b'{"TOTAL_AMOUNT": 1e36, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: 1E+36 does not fit DECIMAL(38,2)"),
         (b'{"TOTAL_AMOUNT": 999999999999999999999999999999999999.995, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT"),
         (b'{"TOTAL_AMOUNT": "12.5", "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: expected a JSON number"),
         (b'{"TOTAL_AMOUNT": true, "TRANSACTION_COUNT": 1}', "TOTAL_AMOUNT: expected a JSON number"),
         (b'{"TOTAL_AMOUNT": NaN, "TRANSACTION_COUNT": 1}', "NaN is not a number"),
         (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 9223372036854775808}', "TRANSACTION_COUNT"),
         (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 2.0}', "TRANSACTION_COUNT"),
-        (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 1, "AVG_AMOUNT": 1e34}', "AVG_AMOUNT"),
+        (b'{"TOTAL_AMOUNT": 1, "TRANSACTION_COUNT": 1, "AVG_AMOUNT": 1e34}', "AVG_AMOUNT: 1E+34 does not fit DECIMAL(38,4)"),
         (b"\xff", "not UTF-8"),
         (b"[1]", "not a JSON object"),
     ],
@@ -79,7 +79,15 @@ def test_money_and_counts_beyond_their_columns_are_invalid(value, reason):
         decode_row(spec, encode_key(spec, ("U1", "PURCHASE")), value)
 
 
-def test_the_largest_values_the_models_accept_fit_their_columns():
+def test_an_exchange_rate_is_positive_and_fits_decimal_18_8():
+    spec = TABLES["user_transaction_summary_eur"]
+    key = encode_key(spec, ("U1", "PURCHASE"))
+    for rate, reason in ((b"0", "EXCHANGE_RATE: 0 is not positive"), (b"1e10", "does not fit DECIMAL(18,8)")):
+        with pytest.raises(InvalidRecord, match=re.escape(reason)):
+            decode_row(spec, key, b'{"TOTAL_AMOUNT_EUR": 1, "TRANSACTION_COUNT": 1, "EXCHANGE_RATE": %s}' % rate)
+
+
+def test_the_largest_values_that_fit_their_columns_are_accepted():
     spec = TABLES["user_transaction_summary_eur"]
     raw = (b'{"TOTAL_AMOUNT_EUR": -999999999999999999999999999999999999.994, "TRANSACTION_COUNT": 9223372036854775807, '
            b'"AVG_AMOUNT_EUR": 9999999999999999999999999999999999.99994, "EXCHANGE_RATE": 9999999999.99999999}')
