@@ -10,9 +10,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 
-from app.landing import reason_of
-from app.progress import wait_until_landed
-from app.verify import verify_deployment
+from app.ops.progress import wait_until_landed
+from app.ops.verify.deployment import verify_deployment
+from app.runtime.landing import reason_of
 from models.arrow import RECORD_KINDS
 from models.transaction import InvalidRecord, decode
 from tests.faults.scenario import record_result

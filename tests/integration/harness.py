@@ -17,11 +17,11 @@ import aiomysql
 import pyarrow.dataset as ds
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.feeds import Feed, load_feeds
-from app.loadgen import StreamTopics, produce
-from app.settings import Settings
-from agents.tables import state_table_names
-from app.topics import create_topics, faust_app_id
+from app.core.feeds import Feed, load_feeds
+from app.core.settings import Settings
+from app.ops.topics import create_topics, faust_app_id
+from app.tables.state import state_table_names
+from tools.loadgen import StreamTopics, produce
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TXLAKE = str(REPO_ROOT / ".venv" / "bin" / "txlake")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from tests.integration.harness import REPO_ROOT, produce_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

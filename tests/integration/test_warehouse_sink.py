@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 import aiomysql
 import pytest
 
-from app.errors import WarehouseSinkError
-from app.feeds import Feed
-from app.loadgen import generate
-from app.settings import MySQLSettings
-from app.sinks.base import Batch
-from app.sinks.warehouse import WarehouseSink
+from app.core.errors import WarehouseSinkError
+from app.core.feeds import Feed
+from app.core.settings import MySQLSettings
+from app.core.sink import Batch
+from app.warehouse.sink import WarehouseSink
 from tests.integration.harness import fetch_all
+from tools.loadgen import generate
 
 pytestmark = pytest.mark.integration
 

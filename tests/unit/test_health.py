@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from app.health import Health
-from app.settings import Settings
+from app.core.settings import Settings
+from app.runtime.health import Health
 
 
 def _health(landing) -> Health:

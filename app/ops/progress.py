@@ -1,0 +1,129 @@
+"""How far each feed has landed: Kafka's end offsets against each sink's ledger.
+
+Read-only and safe while workers run; used by ``txlake progress``, the demo,
+the tests and the benchmark to know when everything produced has landed.
+
+Stream feeds report their lake ledger and, with warehouse tables, their MySQL
+ledger (the delta sink's too on the feed the tables derive from); table feeds
+report their fact ledger. With ``tables.derive`` on, the deltas topic adds rows
+(feed ``table_deltas``) whose position is the table agent's committed offset:
+only when those have caught up have the table topics received every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.core.feeds import Feed
+from app.core.security import kafka_client_options
+from app.core.settings import Settings
+from app.lake.sink import read_landed_through
+from app.lake.storage import open_lake_storage
+from app.ops.topics import derivation_source, faust_app_id
+from app.tables.sink import ledger_feed
+from app.warehouse.sink import WarehouseSink
+
+__all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
+
+
+@dataclass(frozen=True)
+class PartitionProgress:
+    """One partition of one feed: the last offset in Kafka and what each sink holds (-1: nothing)."""
+
+    feed: str
+    topic: str
+    partition: int
+    last_offset: int
+    lake: int | None  # None: the feed does not land in the lake (table feeds, deltas)
+    warehouse: int | None  # None: the feed has no warehouse tables
+
+    @property
+    def landed(self) -> bool:
+        return all(held is None or held >= self.last_offset for held in (self.lake, self.warehouse))
+
+
+async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
+        described = await admin.describe_topics([topic for topic in topics if topic in existing])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], p["partition"])
+        for topic in described
+        if not topic.get("error_code")
+        for p in topic["partitions"]
+    ]
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        return {tp: end - 1 for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
+    """The progress of every partition of every feed (and of the deltas topic when deriving)."""
+    source = derivation_source(feeds) if settings.tables.derive else None
+    topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
+    last = await _last_offsets(settings, topics)
+    lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
+    warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse or feed.is_table for feed in feeds) else None
+    rows = []
+    try:
+        for feed in feeds:
+            for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
+                lake = None if feed.is_table else read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
+                held = None
+                if warehouse is not None and (feed.warehouse or feed.is_table):
+                    held = await warehouse.landed_through(feed.name, feed.topic, tp.partition)
+                if warehouse is not None and feed is source:
+                    sent = await warehouse.landed_through(ledger_feed(feed.name), feed.topic, tp.partition)
+                    held = sent if held is None else min(held, sent)
+                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last[tp], lake, held))
+        if source is not None:
+            rows.extend(await _deltas_progress(settings, {tp: o for tp, o in last.items() if tp.topic == settings.table_deltas_topic}))
+    finally:
+        if warehouse is not None:
+            await warehouse.stop()
+    return rows
+
+
+async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
+    """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings.kafka), group_id=faust_app_id(settings), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        rows = []
+        for tp in sorted(last, key=lambda tp: tp.partition):
+            committed = await consumer.committed(tp)
+            position = -1 if committed is None else committed - 1
+            rows.append(PartitionProgress("table_deltas", tp.topic, tp.partition, last[tp], None, position))
+        return rows
+    finally:
+        await consumer.stop()
+
+
+async def wait_until_landed(
+    settings: Settings, feeds: tuple[Feed, ...], timeout_s: float, poll_s: float = 0.5
+) -> list[PartitionProgress]:
+    """Poll until every partition has landed what Kafka held at each poll; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await feed_progress(settings, feeds)
+        if rows and all(row.landed for row in rows):
+            return rows
+        if time.monotonic() > deadline:
+            behind = [r for r in rows if not r.landed]
+            raise TimeoutError(f"not landed after {timeout_s:.0f}s: {behind}")
+        await asyncio.sleep(poll_s)
