@@ -30,8 +30,8 @@ from app.core.feeds import Feed, load_feeds
 from app.core.settings import Settings
 from app.lake.sink import LakeSink
 from app.runtime.landing import FeedLanding
-from app.warehouse.dimensions import DIMENSIONS, latest_rows
 from models.derive import Blacklist, anonymize, blacklisted, flatten
+from models.dimensions import DIMENSIONS, latest_rows
 from models.transaction import to_wire
 from tools.loadgen import generate
 

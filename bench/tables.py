@@ -224,11 +224,10 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if worker is not None:
             worker.stop()
-        from app.ops.topics import faust_app_id
         from app.tables.state import state_table_names
 
         topics = [f.topic for f in feeds] + [settings.dead_letter_topic, settings.table_deltas_topic]
-        topics += [f"{faust_app_id(settings)}-{name}-changelog" for name in state_table_names()]
+        topics += [f"{settings.faust_app_id}-{name}-changelog" for name in state_table_names()]
         await delete_topics(settings.kafka.bootstrap_servers, topics)
         await drop_database(run.database, settings.mysql.user)
         shutil.rmtree(run.scratch, ignore_errors=True)

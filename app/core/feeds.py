@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.core.errors import ConfigurationError
 from app.core.settings import Settings
-from app.warehouse.dimensions import DIMENSIONS
 from models.arrow import RECORD_KINDS, RecordKind
+from models.dimensions import DIMENSIONS
 from models.tables import TABLES, TableSpec
 
-__all__ = ["Feed", "load_feeds"]
+__all__ = ["Feed", "derivation_source", "load_feeds"]
 
 
 class Feed(BaseModel):
@@ -134,3 +134,8 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
         if duplicates:
             raise ConfigurationError(f"{source}: duplicate feed {attribute}: {', '.join(sorted(duplicates))}")
     return tuple(feeds)
+
+
+def derivation_source(feeds: tuple[Feed, ...]) -> Feed | None:
+    """The stream feed the tables are derived from (``derive_tables = true``), if any."""
+    return next((feed for feed in feeds if feed.derive_tables), None)

@@ -356,3 +356,8 @@ class Settings(BaseSettings):
     @property
     def table_deltas_topic(self) -> str:
         return self.tables.deltas_topic + self.topic_suffix
+
+    @property
+    def faust_app_id(self) -> str:
+        """The Faust app id (and its consumer group) of the worker: ``<group_id>-control``."""
+        return f"{self.kafka.group_id}-control"

@@ -42,7 +42,7 @@ from app.exports.status import ExportStatus
 from app.ksqldb import KsqlDBClient
 from app.lake.sink import DayPartition
 from app.snapshots.db import connect
-from app.warehouse.dimensions import DIMENSIONS, latest_rows
+from models.dimensions import DIMENSIONS, latest_rows
 
 __all__ = ["ExportError", "export_stream"]
 

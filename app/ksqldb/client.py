@@ -34,6 +34,7 @@ from typing import Any, Literal
 import httpx
 import pyarrow as pa
 
+from app.core.retry import Backoff
 from app.core.settings import KsqlDBSettings
 from app.ksqldb.errors import (
     KsqlDBError,
@@ -46,7 +47,6 @@ from app.ksqldb.errors import (
 )
 from app.ksqldb.framing import JsonArrayDecoder, LineDecoder
 from app.ksqldb.types import Column, parse_schema, parse_type, to_arrow_array
-from app.runtime.retry import Backoff
 
 __all__ = ["DELIMITED", "KsqlDBClient", "Query", "rows_to_batch"]
 

@@ -51,7 +51,14 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from app.core.security import kafka_client_options
-    from tools.loadgen import StreamTopics, produce
+
+    try:
+        from tools.loadgen import StreamTopics, produce
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            "`txlake produce` is the demo load generator of a development checkout (tools/loadgen.py); "
+            "it is not part of the worker image"
+        ) from None
 
     feeds = load_feeds(settings)
     topics = StreamTopics(

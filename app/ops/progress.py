@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.core.feeds import Feed
+from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
 from app.lake.sink import read_landed_through
 from app.lake.storage import open_lake_storage
-from app.ops.topics import derivation_source, faust_app_id
 from app.tables.sink import ledger_feed
 from app.warehouse.sink import WarehouseSink
 
@@ -100,7 +99,7 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
 async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
     """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
     consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings.kafka), group_id=faust_app_id(settings), enable_auto_commit=False
+        **kafka_client_options(settings.kafka), group_id=settings.faust_app_id, enable_auto_commit=False
     )
     await consumer.start()
     try:

@@ -12,24 +12,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from app.core.errors import ConfigurationError
-from app.core.feeds import Feed
+from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
 from app.tables.state import state_table_names
 
-__all__ = ["create_topics", "derivation_source", "ensure_derivation_topics", "faust_app_id"]
+__all__ = ["create_topics", "ensure_derivation_topics"]
 
 _COMPACT = {"cleanup.policy": "compact"}
-
-
-def faust_app_id(settings: Settings) -> str:
-    """The Faust app id (and consumer group) of the worker: ``<group_id>-control``."""
-    return f"{settings.kafka.group_id}-control"
-
-
-def derivation_source(feeds: tuple[Feed, ...]) -> Feed | None:
-    """The stream feed the tables are derived from (``derive_tables = true``), if any."""
-    return next((feed for feed in feeds if feed.derive_tables), None)
 
 
 async def create_topics(settings: Settings, feeds: tuple[Feed, ...], partitions: int, replication: int = 1) -> list[str]:
@@ -76,7 +66,7 @@ async def _ensure_derivation(settings: Settings, feeds: tuple[Feed, ...], replic
 
 
 def _derivation_topics(settings: Settings, partitions: int) -> dict[str, tuple[int, dict[str, str] | None]]:
-    app_id = faust_app_id(settings)
+    app_id = settings.faust_app_id
     topics: dict[str, tuple[int, dict[str, str] | None]] = {settings.table_deltas_topic: (partitions, None)}
     for name in state_table_names():
         topics[f"{app_id}-{name}-changelog"] = (partitions, _COMPACT)

@@ -20,10 +20,10 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from app.core import metrics
+from app.core.dead_letters import DeadLetter, DeadLetterPublisher
 from app.core.feeds import Feed
+from app.core.retry import Backoff, retry_transient
 from app.core.sink import Batch, Sink
-from app.runtime.dead_letters import DeadLetter, DeadLetterPublisher
-from app.runtime.retry import Backoff, retry_transient
 from models.tables import decode_row
 from models.transaction import InvalidRecord, decode
 from models.wire import fast_decoder

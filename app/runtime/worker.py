@@ -14,19 +14,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
-from app.core.feeds import Feed, load_feeds
+from app.core.dead_letters import DeadLetterPublisher
+from app.core.feeds import Feed, derivation_source, load_feeds
+from app.core.retry import Backoff
 from app.core.security import faust_broker_credentials, kafka_client_options, request_size_limit
 from app.core.settings import Settings
 from app.core.sink import Sink
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
 from app.lake.sink import LakeSink
-from app.ops.topics import derivation_source, faust_app_id
-from app.runtime.dead_letters import DeadLetterPublisher
 from app.runtime.fetcher import FetchedBatch, StreamFetcher
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
-from app.runtime.retry import Backoff
 from app.snapshots.service import Snapshotter
 from app.snapshots.web import mount_snapshots
 from app.tables.rates import load_rates
@@ -58,7 +57,7 @@ def create_app(
     # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic;
     # the stream feeds are fetched in whole batches by the StreamFetcher in group "<group_id>".
     app = faust.App(
-        faust_app_id(settings),
+        settings.faust_app_id,
         broker=_broker_urls(settings.kafka.bootstrap_servers),
         value_serializer="raw",
         key_serializer="raw",

@@ -27,9 +27,9 @@ from typing import Any
 
 import aiomysql
 
+from app.core.dead_letters import DeadLetter, DeadLetterPublisher
 from app.core.settings import MySQLSettings
 from app.core.sink import Batch
-from app.runtime.dead_letters import DeadLetter, DeadLetterPublisher
 from app.warehouse.sink import WarehouseSink
 from models.tables import TableRow, TableSpec, encode_key
 

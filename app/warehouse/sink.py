@@ -28,7 +28,7 @@ from app.core.errors import WarehouseSinkError
 from app.core.security import mysql_ssl_context
 from app.core.settings import MySQLSettings
 from app.core.sink import Batch, Sink
-from app.warehouse.dimensions import DIMENSIONS, latest_rows
+from models.dimensions import DIMENSIONS, latest_rows
 
 __all__ = ["WarehouseSink"]
 

@@ -4,7 +4,6 @@ reason, accepted ones verbatim in the lake and the dimensions, the worker still 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition

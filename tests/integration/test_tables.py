@@ -299,7 +299,6 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     that partition nothing reveals the gap -- the agent's tail check must find and apply it."""
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-    from app.ops.topics import faust_app_id
     from app.tables.deltas import delta_messages
 
     deployment = await deploy(2, TXLAKE_BATCHING__ROTATE_INTERVAL_MS="300")
@@ -323,7 +322,7 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     finally:
         await producer.stop()
     committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                 group_id=faust_app_id(settings), enable_auto_commit=False)
+                                 group_id=settings.faust_app_id, enable_auto_commit=False)
     await committer.start()
     try:
         committer.assign([TopicPartition(deltas_topic, p) for p in written])

@@ -209,8 +209,8 @@ def test_the_landing_decodes_a_mixed_batch_through_both_paths() -> None:
 
 
 def test_both_paths_give_the_same_arrow_rows_and_dimension_rows() -> None:
-    from app.warehouse.dimensions import DIMENSIONS, latest_rows
     from models.arrow import RECORD_KINDS
+    from models.dimensions import DIMENSIONS, latest_rows
 
     txs = list(generate(300, seed=9, now=NOW))
     raws = [to_wire(tx) for tx in txs]

@@ -36,7 +36,7 @@ from app.lake.storage import LakeStorage, open_lake_storage
 from app.ops.verify import sources
 from app.ops.verify.reconcile import PartitionFindings, PartitionPositions, reconcile_partition
 from app.ops.verify.tables import ChangelogFindings, LiveStateFindings, reconcile_table
-from app.warehouse.dimensions import DIMENSIONS
+from models.dimensions import DIMENSIONS
 
 __all__ = ["RECONCILERS", "FeedReport", "VerifyReport", "verify_deployment"]
 

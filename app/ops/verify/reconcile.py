@@ -12,7 +12,7 @@ the ledgers and Kafka's positions -- and :func:`reconcile_partition` decides:
 * the consumer group never committed past what the sinks hold (``committed_ahead``).
 
 A dead letter published more than once is tolerated (the dead-letter topic is at least
-once, see :mod:`app.runtime.dead_letters`) and only counted (``dead_letter_repeats``).
+once, see :mod:`app.core.dead_letters`) and only counted (``dead_letter_repeats``).
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ async def live_fact_snapshot(settings: Settings, spec: TableSpec, feed: str, top
 
 
 async def dimension_keys(settings: Settings, table: str, key_column: str) -> set[str]:
-    """Every key of a dimension table (names come from :data:`app.warehouse.dimensions.DIMENSIONS`, not input)."""
+    """Every key of a dimension table (names come from :data:`models.dimensions.DIMENSIONS`, not input)."""
     connection = await _connect(settings)
     try:
         async with connection.cursor() as cursor:
@@ -257,6 +257,6 @@ async def dimension_keys(settings: Settings, table: str, key_column: str) -> set
 
 def feed_lake_columns(feed: Feed) -> list[str]:
     """The lake columns verify needs for a feed: its position plus the keys of its dimensions."""
-    from app.warehouse.dimensions import DIMENSIONS
+    from models.dimensions import DIMENSIONS
 
     return ["_kafka_partition", "_kafka_offset", *dict.fromkeys(DIMENSIONS[t].key_column for t in feed.warehouse)]
