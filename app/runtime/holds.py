@@ -8,7 +8,7 @@ partitions and feeds go on) when
   value model rejects. Dead-lettering it would drop txlake's output and leave the fact at an older
   value for good; holding keeps the record, and a fixed worker lands it on restart;
 * a sink cannot store a value (:data:`VALUE_NOT_STORABLE`,
-  :class:`~app.errors.UnstorableValueError`): e.g. a warehouse whose columns are narrower than
+  :class:`~app.core.errors.UnstorableValueError`): e.g. a warehouse whose columns are narrower than
   ``sql/`` defines them; it lands once the schema admits it (``sql/06_…`` migration).
 
 While a partition is held, every failed attempt is logged at ERROR with what to do, the gauge
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from app import metrics
+from app.core import metrics
 
 __all__ = ["OWN_RECORD_INVALID", "VALUE_NOT_STORABLE", "PartitionHolds"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from app.errors import ConfigurationError
+from app.core.errors import ConfigurationError
 from models.money import AVERAGE, RATE, TOTAL
 
 __all__ = ["TABLES", "DimensionRef", "TableSpec", "table_spec"]

@@ -12,9 +12,9 @@ from decimal import Decimal
 
 import pytest
 
-from app.loadgen import generate
 from tests.integration.harness import fetch_all
 from tests.integration.worker_checks import dead_letter_offsets, feed_report, produce_transactions, run_verify, wait_landed
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -19,7 +19,6 @@ import aiomysql
 import pyarrow.dataset as ds
 import pytest
 
-from app.loadgen import generate
 from models.tables import DERIVED_HEADER
 from tests.integration.harness import TXLAKE, fetch_all
 from tests.integration.worker_checks import (
@@ -32,6 +31,7 @@ from tests.integration.worker_checks import (
     wait_landed,
     wait_until,
 )
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

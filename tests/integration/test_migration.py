@@ -12,7 +12,7 @@ import aiomysql
 import pymysql
 import pytest
 
-from app.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql, split_sql
+from tests.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql, split_sql
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from models.transaction import Transaction, to_wire
 from tests.integration.harness import TXLAKE, Deployment
 

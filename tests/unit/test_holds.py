@@ -8,9 +8,9 @@ import logging
 
 from prometheus_client import REGISTRY
 
-from app.feeds import Feed
-from app.landing import FeedLanding, RawMessage, is_derived
+from app.core.feeds import Feed
 from app.runtime.holds import OWN_RECORD_INVALID, VALUE_NOT_STORABLE, PartitionHolds
+from app.runtime.landing import FeedLanding, RawMessage, is_derived
 from models.tables import DERIVED_HEADER
 
 OWN = ((DERIVED_HEADER, b"1"),)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from app.loadgen import generate
-from app.rates import load_rates
+from app.tables.rates import load_rates
 from models.aggregates import AGGREGATORS, Buyers, contributions, group_by_key
 from models.money import cents
 from models.tables import TABLES, decode_row, encode_key, encode_value
 from tests.ksql_arithmetic import KsqlDecimal, NumericOverflow, cast_double, literal, sum_decimals
+from tools.loadgen import generate
 
 KSQL = Path(__file__).resolve().parents[2] / "ksql"
 TABLES_SQL = (KSQL / "03_tables.sql").read_text()
