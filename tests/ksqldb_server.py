@@ -573,7 +573,10 @@ def _table(name: str, columns: list[tuple[str, str, bool]], values: list[list[An
 def loadgen_datasets(count: int = 2000, *, seed: int = 7, now: datetime | None = None, days: int = 3,
                      partitions: int = 4, anonymization_key: bytes = b"txlake-local-demo-key",
                      blacklist: Blacklist | None = None) -> dict[str, Dataset]:
-    """The 4 streams and 4 tables of ksqlDB, from ``count`` load-generator transactions."""
+    """The 4 streams and 4 tables of ksqlDB, from ``count`` load-generator transactions.
+
+    The tables' column types are those of ``ksql/03_tables.sql``: totals ``DECIMAL(38, 2)``, averages ``DOUBLE``.
+    """
     now = now or datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
     blacklist = blacklist or Blacklist(countries=frozenset({"RU"}), payment_methods=frozenset({"PM-CRYPTO"}))
     transactions = list(generate(count, seed=seed, now=now, days=days))
@@ -605,23 +608,23 @@ def loadgen_datasets(count: int = 2000, *, seed: int = 7, now: datetime | None =
         _stream("TRANSACTION_STREAM_BLACKLISTED", "TRANSACTION_STREAM_BLACKLISTED",
                 [*_TX_COLUMNS, ("BLACKLIST_REASON", "STRING", False)], black, partitions),
         _table("USER_TRANSACTION_SUMMARY",
-               [("USER_ID", "STRING", True), ("TRANSACTION_TYPE", "STRING", True), ("TOTAL_AMOUNT", "DOUBLE", False),
+               [("USER_ID", "STRING", True), ("TRANSACTION_TYPE", "STRING", True), ("TOTAL_AMOUNT", "DECIMAL(38, 2)", False),
                 ("TRANSACTION_COUNT", "BIGINT", False), ("AVG_AMOUNT", "DOUBLE", False)],
                [[u, t, *agg(xs)] for (u, t), xs in sorted(summary.items())], partitions),
         _table("USER_TRANSACTION_SUMMARY_EUR",
                [("USER_ID", "STRING", True), ("TRANSACTION_TYPE", "STRING", True),
-                ("TOTAL_AMOUNT_EUR", "DOUBLE", False), ("TRANSACTION_COUNT", "BIGINT", False),
+                ("TOTAL_AMOUNT_EUR", "DECIMAL(38, 2)", False), ("TRANSACTION_COUNT", "BIGINT", False),
                 ("AVG_AMOUNT_EUR", "DOUBLE", False)],
                [[u, t, *agg(xs)] for (u, t), xs in sorted(eur.items())], partitions),
         _table("PAYMENT_METHOD_TOTALS",
                [("PAYMENT_METHOD_ID", "STRING", True), ("PAYMENT_METHOD_NAME", "STRING", False),
-                ("TOTAL_AMOUNT", "DOUBLE", False), ("TRANSACTION_COUNT", "BIGINT", False),
+                ("TOTAL_AMOUNT", "DECIMAL(38, 2)", False), ("TRANSACTION_COUNT", "BIGINT", False),
                 ("AVG_AMOUNT", "DOUBLE", False)],
                [[m, name, *agg(xs)] for m, (name, xs) in sorted(per_method.items())], partitions),
         _table("PRODUCT_PURCHASE_COUNTS",
                [("PRODUCT_ID", "STRING", True), ("PRODUCT_NAME", "STRING", False),
                 ("PRODUCT_CATEGORY", "STRING", False), ("PURCHASE_COUNT", "BIGINT", False),
-                ("TOTAL_REVENUE", "DOUBLE", False), ("AVG_PRICE", "DOUBLE", False), ("UNIQUE_BUYERS", "BIGINT", False)],
+                ("TOTAL_REVENUE", "DECIMAL(38, 2)", False), ("AVG_PRICE", "DOUBLE", False), ("UNIQUE_BUYERS", "BIGINT", False)],
                [[p, e["name"], e["category"], e["count"], round(e["revenue"], 2),
                  round(e["revenue"] / e["count"], 2), len(e["buyers"])] for p, e in sorted(products.items())],
                partitions),

@@ -109,6 +109,23 @@ def test_conform_picks_and_casts_the_tables_columns():
         conform(spec, pa.RecordBatch.from_pydict({"user_id": ["u1"]}))
 
 
+def test_conform_rounds_wider_decimals_half_up_to_the_columns_scale():
+    """ksqlDB's EUR sums are DECIMAL(38, 10) before their cast; a wider decimal rounds as MariaDB would."""
+    spec = table_spec("payment_method_totals")
+    wide = pa.decimal128(38, 10)
+    batch = pa.RecordBatch.from_pydict({
+        "payment_method_id": ["pm1", "pm2", "pm3"],
+        "payment_method_name": ["a", "b", "c"],
+        "total_amount": pa.array([Decimal("1.0050000000"), Decimal("-1.0050000000"), Decimal("1011999999999989.8800000000")], wide),
+        "transaction_count": [1, 1, 1100],
+        "avg_amount": pa.array([Decimal("1.00005"), Decimal("-1.00005"), Decimal("919999999999.99080")], pa.decimal128(38, 5)),
+    })
+    out = conform(spec, batch)
+    assert out.schema == spec.schema
+    assert out.column("total_amount").to_pylist() == [Decimal("1.01"), Decimal("-1.01"), Decimal("1011999999999989.88")]
+    assert out.column("avg_amount").to_pylist() == [Decimal("1.0001"), Decimal("-1.0001"), Decimal("919999999999.9908")]
+
+
 def test_every_table_has_a_key_in_its_schema_and_an_upper_case_topic():
     for name, spec in TABLES.items():
         assert set(spec.key) <= set(spec.columns)
