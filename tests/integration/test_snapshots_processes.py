@@ -19,6 +19,7 @@ import pytest
 from app.snapshots import Snapshotter
 from tests.integration.harness import REPO_ROOT, TXLAKE
 from tests.integration.snapshot_helpers import fetchall, live_settings, write_live
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -91,7 +92,7 @@ async def test_http_post_needs_the_token_and_get_lists_versions(deploy, warehous
     await write_live(warehouse_conn, ROWS, {0: 3, 1: 4})
     deployment = await deploy(TXLAKE_WEB__API_TOKEN="s3cret-token", TXLAKE_SNAPSHOTS__SCHEDULE="")
     with_token = deployment.worker().start()
-    without_token = deployment.worker(TXLAKE_WEB__API_TOKEN="", TXLAKE_WEB__PORT=str(_free_port())).start()
+    without_token = deployment.worker(TXLAKE_WEB__API_TOKEN="", TXLAKE_WEB__PORT=str(free_port())).start()
     base = f"http://127.0.0.1:{deployment.settings.web.port}"
     other = f"http://127.0.0.1:{without_token.env['TXLAKE_WEB__PORT']}"
     async with httpx.AsyncClient(timeout=10) as client:
@@ -122,12 +123,6 @@ async def test_http_post_needs_the_token_and_get_lists_versions(deploy, warehous
         assert f'txlake_snapshot_latest_version{{table="{UTS}"}} 1.0' in metrics
     rows = await fetchall(warehouse_conn, "SELECT COUNT(*) FROM fact_user_transaction_summary WHERE snapshot_version = 1")
     assert rows == [(2,)]
-
-
-def _free_port() -> int:
-    from tests.integration.harness import free_port
-
-    return free_port()
 
 
 async def _until_up(client: httpx.AsyncClient, base: str, worker) -> None:
@@ -184,7 +179,7 @@ async def test_cli_takes_lists_and_describes_without_a_worker(warehouse_db, ware
 async def test_two_workers_on_one_schedule_make_one_version_per_table_and_fire_time(deploy, warehouse_conn):
     await write_live(warehouse_conn, ROWS, {0: 1})
     deployment = await deploy(TXLAKE_SNAPSHOTS__SCHEDULE="* * * * *")
-    workers = [deployment.worker().start(), deployment.worker(TXLAKE_WEB__PORT=str(_free_port())).start()]
+    workers = [deployment.worker().start(), deployment.worker(TXLAKE_WEB__PORT=str(free_port())).start()]
     query = (
         "SELECT table_name, trigger_key, COUNT(*), SUM(status = 'complete') FROM txlake_snapshot_versions "
         "WHERE triggered_by = 'schedule' GROUP BY table_name, trigger_key"
