@@ -18,7 +18,7 @@ import pytest
 
 from app.snapshots import Snapshotter
 from tests.integration.harness import REPO_ROOT, TXLAKE
-from tests.integration.snapshot_helpers import fetchall, live_settings, write_live
+from tests.integration.snapshot_helpers import DatabaseClockAhead, fetchall, live_settings, write_live
 from tools.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -78,7 +78,7 @@ async def test_a_taker_killed_mid_version_leaves_nothing_visible_and_recovery_fa
     assert await fetchall(warehouse_conn, "SELECT COUNT(*) FROM v_fact_payment_method_totals_latest") == [(0,)]
     assert not (lake / "tables" / "payment_method_totals").exists()
 
-    await asyncio.sleep(3.5)  # the lease runs out
+    snapshotter.clock = DatabaseClockAhead(3.5)  # the lease has run out
     report = await snapshotter.maintain()
     assert report.failed == [("payment_method_totals", version)]
     (failed,) = await snapshotter.versions("payment_method_totals")
