@@ -36,7 +36,7 @@ import msgspec
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
 from models.money import AVERAGE, RATE, TOTAL, Column
-from models.transaction import InvalidRecord, Record, _reason, _record_name
+from models.transaction import InvalidRecord, Record, _record_name, invalid_record
 
 __all__ = [
     "DERIVED_HEADER",
@@ -252,7 +252,7 @@ def decode_row(spec: TableSpec, key: bytes | None, value: bytes | None) -> Table
     try:
         return TableRow(columns, spec.model.model_validate(document))
     except ValidationError as exc:
-        raise InvalidRecord(_reason(spec.model, value, exc)) from None
+        raise invalid_record(spec.model, value, exc) from None
 
 
 class _NonFinite(ValueError):
@@ -272,7 +272,7 @@ def _parse_exact(model: type[Record], raw: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         document = None
     if not isinstance(document, dict):
-        raise InvalidRecord(_reason(model, raw, None))
+        raise invalid_record(model, raw, None)
     return document
 
 

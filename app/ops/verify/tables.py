@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app.core.feeds import Feed
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
+from app.ops.kafka_positions import KafkaPositions
 from app.ops.verify import sources
 from app.ops.verify.reconcile import offset_ranges
 from models.money import EXACT
@@ -281,7 +282,7 @@ async def reconcile_table(
     settings: Settings,
     feed: Feed,
     partitions: list[int],
-    kafka: sources.KafkaPositions,
+    kafka: KafkaPositions,
     dead_letters: sources.DeadLetterIndex,
     *,
     settled: bool,
