@@ -7,12 +7,14 @@ fact row (with both aggregates summed). Key columns are ``utf8mb4_nopad_bin`` no
 
 from __future__ import annotations
 
+import json
+import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from tests.integration.harness import fetch_all
+from tests.integration.harness import TXLAKE, fetch_all
 from tests.integration.worker_checks import dead_letter_offsets, feed_report, produce_transactions, run_verify, wait_landed
 from tools.loadgen import generate
 
@@ -69,3 +71,16 @@ async def test_ids_differing_by_trailing_white_space_stay_four_rows_in_dimension
     code, report = run_verify(deployment, "--settled")
     assert code == 0, [f for f in report["feeds"] if not f["ok"]]
     assert feed_report(report, "user_transaction_summary")["live_state"]["live_rows"] == len(IDS)
+
+    # Snapshot versions (rows read back from the lake, inferred-member check, unique trigger) keep them apart too.
+    taken = subprocess.run([TXLAKE, "snapshot", "take", "--all", "--json"], env=worker.env, capture_output=True,
+                           text=True, timeout=180)
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert sorted((v["table"], v["row_count"]) for v in json.loads(taken.stdout)) == [
+        ("payment_method_totals", 4), ("product_purchase_counts", 4), ("user_transaction_summary", 4),
+        ("user_transaction_summary_eur", 4),
+    ]
+    versioned = await fetch_all(warehouse_db, "SELECT user_id, total_amount FROM fact_user_transaction_summary "
+                                              "WHERE snapshot_version = 1")
+    assert sorted(versioned) == sorted(totals.items())
+    assert len(await fetch_all(warehouse_db, "SELECT user_id FROM dim_users")) == len(IDS)  # no member added
