@@ -53,8 +53,9 @@ EXIT_UNEXPECTED = 70
 TAIL_IDLE_S = 10.0
 """How long a deltas partition may stay behind its end with nothing applied before it is poked."""
 EMPTY_DELTA = b'{"t":{}}'
-DERIVED = [(DERIVED_HEADER, b"1")]
-"""Headers of every changelog record the agent writes: the landing never dead-letters them."""
+DERIVED = ((DERIVED_HEADER, b"1"),)
+"""Headers of every changelog record the agent writes: the landing never dead-letters them. A tuple:
+Faust hands a list on as it is (and a schema may add to it), a tuple it copies per message."""
 
 
 def register_table_agent(
