@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: check demo test unit bench bench-tables bench-export up down install clean
+.PHONY: check demo test unit configdoc bench bench-tables bench-export up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -21,6 +21,9 @@ check:              ## lint (ruff) and the layer contracts (import-linter); no s
 
 unit:               ## unit tests only (no services)
 	bash scripts/bootstrap.sh && .venv/bin/pytest tests/unit -q
+
+configdoc:          ## regenerate docs/configuration.md from the settings' field descriptions
+	bash scripts/bootstrap.sh && .venv/bin/python -m app.ops.configdoc > docs/configuration.md
 
 bench:              ## the throughput benchmark (writes bench/results and the README table)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.run
