@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiomysql
 
+from app.core.security import mysql_ssl_context
 from app.core.settings import MySQLSettings
 
 __all__ = ["connect"]
@@ -24,6 +25,7 @@ async def connect(settings: MySQLSettings, *, unbuffered: bool = False) -> Async
         autocommit=False,
         charset="utf8mb4",
         connect_timeout=settings.connect_timeout_s,
+        ssl=mysql_ssl_context(settings),
         init_command="SET time_zone = '+00:00'",
         cursorclass=aiomysql.SSCursor if unbuffered else aiomysql.Cursor,
     )
