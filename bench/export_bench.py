@@ -38,8 +38,9 @@ from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
 from app.exports.table import export_table
 from app.ksqldb import KsqlDBClient, write_parquet
-from bench.infra import REPO, free_port
+from bench.infra import REPO
 from bench.report import RESULTS_DIR, write_latest
+from tools.ports import free_port
 
 TARGET_ROWS_PER_S = 100_000
 TARGET_PEAK_RSS_MB = 300

@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.sql_scripts import WAREHOUSE_SCRIPTS, read_sql
+from tools.ports import free_port
 
 __all__ = [
     "REPO",
@@ -43,7 +43,6 @@ __all__ = [
     "delete_topics",
     "drop_database",
     "fill",
-    "free_port",
     "git_state",
     "java_version",
     "kafka_version",
@@ -93,11 +92,6 @@ class Run:
     def datadir(self) -> Path:
         return self.scratch / "worker-state"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def new_run(rotate_interval_ms: int) -> Run:
