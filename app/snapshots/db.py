@@ -8,6 +8,7 @@ from datetime import datetime
 
 import aiomysql
 
+from app.core.security import mysql_ssl_context
 from app.core.settings import MySQLSettings
 
 __all__ = ["DatabaseClock", "connect"]
@@ -25,6 +26,7 @@ async def connect(settings: MySQLSettings, *, unbuffered: bool = False) -> Async
         autocommit=False,
         charset="utf8mb4",
         connect_timeout=settings.connect_timeout_s,
+        ssl=mysql_ssl_context(settings),
         init_command="SET time_zone = '+00:00'",
         cursorclass=aiomysql.SSCursor if unbuffered else aiomysql.Cursor,
     )

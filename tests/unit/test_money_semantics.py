@@ -182,7 +182,7 @@ def test_the_derived_averages_equal_the_statements_double_average_rounded_as_the
 
 
 def test_the_issue_load_fits_every_statement_and_the_derivation_to_the_cent():
-    """1,100 transactions of 999,999,999,999.99 for one user (docs/decisions/0001-money-semantics.md)."""
+    """1,100 transactions of 999,999,999,999.99 for one user (docs/decisions/0018-money-semantics.md)."""
     template = next(generate(1, seed=1, now=NOW))
     line = template.products[0].model_copy(update={"id": "P-BIG", "price": 999_999_999_999.99, "quantity": 1})
     transactions = [
