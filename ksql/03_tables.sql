@@ -2,7 +2,7 @@
 -- Only COMPLETED transactions count. payment_method_totals nets refunds (REFUND amounts count
 -- negative); product_purchase_counts counts completed PURCHASE transactions, per product line.
 --
--- Money (models/money.py; docs/decisions/0001-money-semantics.md): an amount or a unit price counts
+-- Money (models/money.py; docs/decisions/0018-money-semantics.md): an amount or a unit price counts
 -- in cents, CAST(x AS DECIMAL(15, 2)): precision 15 recovers the number as written from its DOUBLE
 -- (every decimal of up to 15 digits survives a double), then it is rounded half-up to cents. From
 -- there every step is exact DECIMAL arithmetic: EUR amounts are cents * RATE_TO_EUR (a currency

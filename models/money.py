@@ -1,7 +1,7 @@
 """Money in txlake: how an amount becomes a decimal, and how large each stored figure may be.
 
 One semantics in both table modes (txlake's derivation and the ksqlDB statements in ``ksql/``;
-docs/decisions/0001-money-semantics.md argues it):
+docs/decisions/0018-money-semantics.md argues it):
 
 1. **An amount counts in cents.** A money input (a transaction's ``AMOUNT``, a product line's
    ``PRICE``) is a JSON double. Its value is the double rounded half-up to 15 significant digits,
