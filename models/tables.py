@@ -4,7 +4,10 @@ A table's changelog topic carries one message per change of a key, as ksqlDB wri
 
 - the **key** in the key bytes. Single-column keys use ksqlDB's ``KAFKA`` format (the raw UTF-8
   string); a JSON-encoded string (``"P-001"``, ksqlDB's ``JSON`` key format with one column,
-  unwrapped) is accepted too. ``user_transaction_summary`` and ``user_transaction_summary_eur``
+  unwrapped) is accepted too. So a key whose first character is ``"`` reads as JSON: txlake writes
+  an id that starts with ``"`` as a JSON string (:func:`encode_key`), and every id round-trips (a
+  raw ``KAFKA`` key from ksqlDB that starts with ``"`` is ambiguous: it is read as JSON, or
+  rejected). ``user_transaction_summary`` and ``user_transaction_summary_eur``
   are keyed by (user id, transaction type): ``KAFKA`` cannot hold two columns, so their key is a
   JSON object ``{"USER_ID": "...", "TRANSACTION_TYPE": "..."}`` (``KEY_FORMAT='JSON'``).
 - the **value**: a JSON object of the non-key columns, names upper-cased (lower case accepted).
@@ -195,7 +198,8 @@ def encode_key(spec: TableSpec, key: tuple[str, ...]) -> bytes:
     if len(key) != len(spec.key_columns):
         raise ValueError(f"{spec.name}: key needs {len(spec.key_columns)} columns, got {len(key)}")
     if spec.key_format == "KAFKA":
-        return key[0].encode()
+        # Raw, as ksqlDB writes it -- except an id starting with '"', which decode_key would read as JSON.
+        return (json.dumps(key[0], ensure_ascii=False) if key[0].startswith('"') else key[0]).encode()
     return json.dumps(
         {column.upper(): part for column, part in zip(spec.key_columns, key)},
         ensure_ascii=False,

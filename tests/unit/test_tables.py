@@ -39,6 +39,16 @@ def test_two_column_keys_are_json_objects_and_single_ones_raw_strings():
     assert decode_row(summary, b'{"user_id": "U1", "transaction_type": "X"}', None).key == ("U1", "X")
 
 
+def test_every_single_column_key_round_trips_also_one_that_starts_with_a_quote():
+    """Regression (found by the fuzz test once txlake held its own undecodable records instead of
+    dead-lettering them): product '"x' was written raw and read back as a broken JSON string."""
+    products = TABLES["product_purchase_counts"]
+    for product in ('"', '"x', '"P-1"', '""', "P-1", " ", "\x00", "x\"", "é"):
+        assert decode_row(products, encode_key(products, (product,)), None).key == (product,)
+    assert encode_key(products, ("P-1",)) == b"P-1"  # ksqlDB's KAFKA format, raw
+    assert encode_key(products, ('"x',)) == b'"\\"x"'
+
+
 def test_values_decode_upper_or_lower_case_and_tombstones_delete():
     spec = TABLES["payment_method_totals"]
     row = decode_row(spec, b"PM-1", b'{"PAYMENT_METHOD_NAME": "Card", "TOTAL_AMOUNT": 5, "transaction_count": 2}')
