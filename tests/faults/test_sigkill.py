@@ -1,4 +1,8 @@
-"""SIGKILL the worker at 10 random moments of a 200,000-message load; every record lands exactly once."""
+"""SIGKILL the worker at 10 random moments of a 200,000-message load; every record lands exactly once.
+
+Each kill's resume time (seconds from the restarted worker's process start until a ledger moves
+again) is recorded with the result; docs/operations.md shows them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import random
 import pytest
 
 from tests.faults.scenario import finish, landed_total, start_load, wait_for_progress
+from tests.integration.resume import LedgerWatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.crash, pytest.mark.timeout(900)]
 
@@ -20,12 +25,20 @@ async def test_ten_sigkills_under_load_lose_and_duplicate_nothing(deploy):
     # A slower, longer load (~85 s) so that all ten kills and restarts happen while it still runs.
     load = await start_load(deployment, seed=61, rate=650)
     worker = deployment.worker().start()
-    for _ in range(KILLS):
-        # Only once this incarnation landed something, then at a random moment of its landing:
-        # mid-batch, between the stage and the commit point, between the sinks, mid-commit to Kafka.
-        await wait_for_progress(deployment, worker, beyond=await landed_total(deployment))
-        await asyncio.sleep(rng.uniform(0.0, 2.0))
-        worker.kill()
-        worker = deployment.worker().start()
-    await finish(deployment, load, "SIGKILL the worker at 10 random moments", KILLS)
+    watch = LedgerWatch(deployment)
+    resumes = []
+    try:
+        for _ in range(KILLS):
+            # Only once this incarnation landed something, then at a random moment of its landing:
+            # mid-batch, between the stage and the commit point, between the sinks, mid-commit to Kafka.
+            await wait_for_progress(deployment, worker, beyond=await landed_total(deployment))
+            await asyncio.sleep(rng.uniform(0.0, 2.0))
+            worker.kill()
+            left_at = await watch.positions()
+            worker = deployment.worker().start()
+            resumes.append(round(await watch.resume_after_restart(left_at, worker), 1))
+    finally:
+        watch.close()
+    print(f"resume after each restart (s): {resumes}")
+    await finish(deployment, load, "SIGKILL the worker at 10 random moments", KILLS, resume_s=resumes)
     assert worker.alive(), worker.log()[-3000:]

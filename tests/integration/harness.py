@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -118,9 +119,11 @@ class WorkerProcess:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None  # time.monotonic() of the process start
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [TXLAKE, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
         )

@@ -11,6 +11,7 @@ import pytest
 from app.loadgen import generate
 from app.progress import feed_progress, wait_until_landed
 from models.derive import flatten
+from tests.faults.scenario import record_result
 from tests.integration.harness import (
     expected_days,
     fetch_all,
@@ -20,6 +21,7 @@ from tests.integration.harness import (
     read_lake,
     rows_per_day,
 )
+from tests.integration.resume import LedgerWatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(600)]
 
@@ -49,15 +51,20 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     rng = random.Random(2026)
     producing = asyncio.create_task(produce_demo(deployment, COUNT, seed=SEED, now=NOW, rate=4000))
     worker = deployment.worker().start()
-    kills = 0
-    while kills < KILLS:
-        # Kill only once this worker has landed something, then at a random moment while it
-        # keeps landing: mid-batch, mid-commit, between the sinks.
-        await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
-        await asyncio.sleep(rng.uniform(0.05, 1.5))
-        worker.kill()
-        kills += 1
-        worker = deployment.worker().start()
+    watch = LedgerWatch(deployment)
+    resumes = []
+    try:
+        while len(resumes) < KILLS:
+            # Kill only once this worker has landed something, then at a random moment while it
+            # keeps landing: mid-batch, mid-commit, between the sinks.
+            await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
+            await asyncio.sleep(rng.uniform(0.05, 1.5))
+            worker.kill()
+            left_at = await watch.positions()
+            worker = deployment.worker().start()
+            resumes.append(round(await watch.resume_after_restart(left_at, worker), 1))
+    finally:
+        watch.close()
     await producing
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
     assert worker.alive(), worker.log()[-3000:]
@@ -92,3 +99,5 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     ledger = await fetch_all(warehouse_db, "SELECT kafka_partition, landed_through FROM txlake_offset_ledger "
                                                "WHERE feed = 'transaction_stream'")
     assert len(ledger) == 3
+    record_result(scenario="SIGKILL the worker 4 times (test_crash)", faults=KILLS, resume_s=resumes, ok=True)
+    print(f"resume after each restart (s): {resumes}")
