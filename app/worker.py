@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import faust
+import mode
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -18,7 +19,7 @@ from app.dead_letters import DeadLetterPublisher
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
 from app.feeds import Feed, load_feeds
-from app.fetcher import FetchedBatch, StreamFetcher
+from app.fetcher import FetchedBatch, StreamFetcher, leave_group_on_stop
 from app.health import Health
 from app.landing import FeedLanding
 from app.rates import load_rates
@@ -55,8 +56,10 @@ def create_app(
     feeds = feeds if feeds is not None else load_feeds(settings)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
-    # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic;
-    # the stream feeds are fetched in whole batches by the StreamFetcher in group "<group_id>".
+    # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic
+    # and the table deltas; the stream feeds are fetched in whole batches by the StreamFetcher in
+    # group "<group_id>". Both are static members under kafka.group_instance_id when it is set
+    # (an instance id is unique per group, so the two groups share it).
     app = faust.App(
         faust_app_id(settings),
         broker=_broker_urls(settings.kafka.bootstrap_servers),
@@ -69,6 +72,7 @@ def create_app(
         broker_commit_interval=settings.kafka.commit_interval_ms / 1000,
         broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
+        consumer_group_instance_id=settings.kafka.group_instance_id,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_allow_declare=False,
@@ -124,28 +128,16 @@ def create_app(
         if feed.is_table:
             return await facts.landed_through(feed.name, feed.topic, partition)
         lake.forget(feed.dataset, feed.topic, partition)  # another worker may have moved it on
-        positions = [await asyncio.to_thread(lake.landed_through, feed.dataset, feed.topic, partition)]
+        reads = [asyncio.to_thread(lake.landed_through, feed.dataset, feed.topic, partition)]
         if feed.warehouse:
-            positions.append(await warehouse.landed_through(feed.name, feed.topic, partition))
+            reads.append(warehouse.landed_through(feed.name, feed.topic, partition))
         if deltas is not None and feed is source:
-            positions.append(await deltas.held_through(feed.name, feed.topic, partition))
-        return min(positions)
+            reads.append(deltas.held_through(feed.name, feed.topic, partition))
+        return min(await asyncio.gather(*reads))
 
     fetcher = StreamFetcher(settings, feeds, deliver, held_through)
-
-    @app.task
-    async def _fetch_streams() -> None:
-        try:
-            await fetcher.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Without its fetcher the worker lands nothing: exit, and let the restart retry.
-            logger.critical("stream fetcher failed, exiting", exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_UNEXPECTED)
-
     health = Health(settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
+    app.add_dependency(StreamPath(fetcher, health))
     _mount_health(app, health)
     snapshotter = Snapshotter(settings)
     mount_snapshots(app, settings, snapshotter)
@@ -155,6 +147,7 @@ def create_app(
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
         fetcher.stop()
+        _leave_faust_group_on_stop(app)
         await health.close()
         await snapshotter.close()
         await exports.close()
@@ -171,11 +164,51 @@ async def _metrics_view(web: Any, request: Any) -> Any:
     return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
-def _mount_health(app: faust.App, health: Health) -> None:
-    @app.timer(interval=health.settings.health.lag_interval_s, name="txlake.consumer_lag")
-    async def _poll_lag() -> None:
-        await health.refresh_lag()
+class StreamPath(mode.Service):
+    """The stream path beside Faust: the fetcher and the lag poll, running from the app's start.
 
+    Faust starts ``@app.task`` and ``@app.timer`` only after table recovery, which waits for its
+    own consumer to join its group and replay every changelog: the stream feeds need neither,
+    and neither does the lag poll behind ``/readyz``. Added to the app as a dependency, this
+    service starts with the app; the fetcher's first batches wait only for the feed agents.
+    """
+
+    def __init__(self, fetcher: StreamFetcher, health: Health, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fetcher = fetcher
+        self.health = health
+
+    async def on_start(self) -> None:
+        self.add_future(self._fetch_streams())
+        self.add_future(self._poll_lag())
+
+    async def _fetch_streams(self) -> None:
+        try:
+            await self.fetcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Without its fetcher the worker lands nothing: exit, and let the restart retry.
+            logger.critical("stream fetcher failed, exiting", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
+
+    async def _poll_lag(self) -> None:
+        """Poll at once (readiness needs an answer from Kafka), then every ``lag_interval_s``."""
+        while not self.should_stop:
+            await self.health.refresh_lag()
+            await self.sleep(self.health.settings.health.lag_interval_s)
+
+
+def _leave_faust_group_on_stop(app: faust.App) -> None:
+    """Faust's consumer leaves its group on a graceful stop, static member or not (see the fetcher)."""
+    thread = getattr(app.consumer, "_thread", None)  # Faust keeps its aiokafka consumer here
+    consumer = getattr(thread, "_consumer", None)
+    if consumer is not None:
+        leave_group_on_stop(consumer)
+
+
+def _mount_health(app: faust.App, health: Health) -> None:
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
         ok, body = health.liveness()

@@ -51,8 +51,8 @@ class DeltaSink(WarehouseSink):
         self.rates = rates
         self._producer: AIOKafkaProducer | None = None
 
-    async def start(self) -> None:
-        await super().start()
+    async def _start(self) -> None:
+        await super()._start()
         if self._producer is None:
             producer = AIOKafkaProducer(
                 **self.client_options,

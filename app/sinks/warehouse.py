@@ -54,8 +54,13 @@ class WarehouseSink(Sink):
     def __init__(self, settings: MySQLSettings) -> None:
         self.settings = settings
         self._pool: aiomysql.Pool | None = None
+        self._starting = asyncio.Lock()  # partitions land concurrently: one pool, never one each
 
     async def start(self) -> None:
+        async with self._starting:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._pool is not None:
             return
         s = self.settings
