@@ -6,11 +6,20 @@
   failure where a consumer silently stops fetching after a rebalance while lag grows
   (faust-streaming#175, #523, #640); a restart is the cure. A feed blocked on a sink outage
   is busy (retrying), not stalled: that is a readiness problem, not a liveness one.
-* ``/readyz`` -- partitions assigned, no rebalance in progress, Kafka answered the last lag
-  poll, MySQL answers ``SELECT 1``, the lake accepts a write. Not ready while recovering.
+* ``/readyz`` -- partitions assigned, no rebalance in progress, Kafka answered recently, MySQL
+  answers ``SELECT 1``, the lake accepts a write. Not ready while recovering. "Kafka answered"
+  means the stream consumer received records, or the lag poll succeeded, within three lag
+  intervals: a worker that is landing is talking to Kafka whether or not a poll just ran. (It
+  used to mean the lag poll alone, which Faust started only after table recovery and which first
+  ran one interval later: a restarted worker landed for 15 s or more while ``/readyz`` said
+  "kafka: no recent answer".) Likewise a sink that took a batch within the last
+  :data:`LANDED_RECENTLY_S` is reachable: MySQL and the lake are probed only when nothing landed
+  in them lately -- a probe that queues behind the batches landing (the connection pool, the
+  thread pool) would time out under load and report a landing worker as not ready.
 
-Both are cheap: the lag poll runs in the background every ``lag_interval_s``; the probes only
-read its result, plus one MySQL ping and one small file write, each bounded by a timeout.
+Both are cheap: the lag poll runs in the background every ``lag_interval_s`` (the first at once);
+the probes only read its result, plus one MySQL ping and one small file write, each bounded by a
+timeout.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,6 +38,7 @@ from app.fetcher import StreamFetcher
 from app.landing import FeedLanding
 from app.security import kafka_client_options
 from app.settings import Settings
+from app.sinks.base import Sink
 from app.sinks.lake import LakeSink
 from app.sinks.warehouse import WarehouseSink
 
@@ -37,6 +47,8 @@ __all__ = ["Health"]
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
+LANDED_RECENTLY_S = 10.0
+"""A sink with a successful write this recent counts as reachable without a probe."""
 
 
 class Health:
@@ -103,6 +115,12 @@ class Health:
                     pass
         self._consumer = self._admin = None
 
+    def kafka_answered_at(self) -> float | None:
+        """When Kafka last answered (``time.monotonic()``): records fetched, or a lag poll done."""
+        received = self.fetcher.records_received_at if self.fetcher is not None else None
+        times = [t for t in (self.lag_refreshed_at, received) if t is not None]
+        return max(times, default=None)
+
     # -- probes ------------------------------------------------------------------------------
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
@@ -123,13 +141,14 @@ class Health:
         assigned = self.assignment()
         checks["partitions"] = f"{len(assigned)} assigned" if assigned else "none assigned"
         checks["rebalancing"] = "yes" if self.fetcher is not None and self.fetcher.rebalancing else "no"
-        fresh = self.lag_refreshed_at is not None and (
-            time.monotonic() - self.lag_refreshed_at < 3 * self.settings.health.lag_interval_s
-        )
+        answered = self.kafka_answered_at()
+        fresh = answered is not None and time.monotonic() - answered < 3 * self.settings.health.lag_interval_s
         checks["kafka"] = "ok" if fresh else "no recent answer"
         if self.warehouse is not None:
-            checks["mysql"] = await self._probe(self.warehouse.ping())
-        checks["lake"] = await self._probe(self.lake.probe())
+            mysql_landed = self._landed_recently(lambda sink: isinstance(sink, WarehouseSink))
+            checks["mysql"] = "ok" if mysql_landed else await self._probe(self.warehouse.ping())
+        lake_landed = self._landed_recently(lambda sink: sink is self.lake)
+        checks["lake"] = "ok" if lake_landed else await self._probe(self.lake.probe())
         ready = (
             bool(assigned)
             and checks["rebalancing"] == "no"
@@ -138,6 +157,13 @@ class Health:
             and checks["lake"] == "ok"
         )
         return ready, {"status": "ready" if ready else "not ready", "checks": checks}
+
+    def _landed_recently(self, matches: Callable[[Sink], bool]) -> bool:
+        """Whether a sink that ``matches`` took a batch within :data:`LANDED_RECENTLY_S`."""
+        since = time.monotonic() - LANDED_RECENTLY_S
+        return any(
+            at >= since for landing in self.landings.values() for sink, at in landing.written_at.items() if matches(sink)
+        )
 
     @staticmethod
     async def _probe(check: Any) -> str:
