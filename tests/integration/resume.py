@@ -2,7 +2,9 @@
 
 The *resume time* of a kill is the time from the restarted worker's process start
 (:attr:`WorkerProcess.started_at`) until a sink ledger moves past where the killed worker left
-it -- records land again. A SIGKILLed process writes nothing more, so the ledgers read right
+it -- records land again. Beside that wall-clock time, :class:`Resume` carries the CPU time the
+restarted process had used by then: on a loaded machine the wall-clock time is mostly waiting
+for a CPU, while the CPU time and the waits on the group (a session timeout) are the worker's own. A SIGKILLed process writes nothing more, so the ledgers read right
 after the kill are exactly where it left them; a lake roll-forward at start-up finishes moves
 the ledger already records and does not move it. The ledgers are read directly (the lake's
 ledger files, one ``SELECT`` of the warehouse's ``txlake_offset_ledger``) every
@@ -12,8 +14,10 @@ ledger files, one ``SELECT`` of the warehouse's ``txlake_offset_ledger``) every
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiomysql
@@ -22,9 +26,23 @@ from app.sinks.lake import LedgerEntry
 from app.sinks.lake_storage import CONTROL_DIR
 from tests.integration.harness import Deployment, WorkerProcess
 
-__all__ = ["LedgerWatch", "POLL_S"]
+__all__ = ["LedgerWatch", "POLL_S", "Resume", "cpu_seconds"]
 
 POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Resume:
+    """How long a restarted worker took to land again: wall-clock and its own CPU seconds."""
+
+    wall_s: float
+    cpu_s: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 Positions = Mapping[str, int]
 
@@ -79,10 +97,11 @@ class LedgerWatch:
             await asyncio.sleep(POLL_S)
         raise AssertionError(f"no ledger moved for {timeout_s:.0f}s after the restart:\n{worker.log()[-3000:]}")
 
-    async def resume_after_restart(self, since: Positions, worker: WorkerProcess, timeout_s: float = 120) -> float:
-        """Seconds from ``worker``'s process start until a ledger moved past ``since``."""
-        assert worker.started_at is not None, "the worker was not started"
-        return await self.wait_until_moved(since, worker, timeout_s) - worker.started_at
+    async def resume_after_restart(self, since: Positions, worker: WorkerProcess, timeout_s: float = 120) -> Resume:
+        """How long after ``worker``'s process start a ledger moved past ``since``."""
+        assert worker.started_at is not None and worker.process is not None, "the worker was not started"
+        moved_at = await self.wait_until_moved(since, worker, timeout_s)
+        return Resume(round(moved_at - worker.started_at, 1), round(cpu_seconds(worker.process.pid), 1))
 
     def close(self) -> None:
         if self._connection is not None:
