@@ -26,8 +26,8 @@ $txlake produce --count "$COUNT"
 printf 'this is not json' | .venv/bin/python -c "
 import asyncio, sys
 from aiokafka import AIOKafkaProducer
-from app.settings import Settings
-from app.feeds import load_feeds
+from app.core.settings import Settings
+from app.core.feeds import load_feeds
 async def main():
     s = Settings(); topic = load_feeds(s)[0].topic
     p = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers); await p.start()
@@ -50,7 +50,7 @@ echo
 echo "[demo] a snapshot version of each table: warehouse rows + lake tables/<table>/version=v<N>/"
 $txlake snapshot take --all
 $txlake lake ls
-dlq=$(.venv/bin/python -c "from app.settings import Settings; print(Settings().dead_letter_topic)")
+dlq=$(.venv/bin/python -c "from app.core.settings import Settings; print(Settings().dead_letter_topic)")
 echo
 echo "[demo] dead letters: $(grep -c 'dead-lettering' .infra/worker.log || true) (topic $dlq, reason in headers)"
 echo "[demo] Kafka and MariaDB keep running; stop them with: make down"

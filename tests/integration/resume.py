@@ -22,8 +22,8 @@ from pathlib import Path
 
 import aiomysql
 
-from app.sinks.lake import LedgerEntry
-from app.sinks.lake_storage import CONTROL_DIR
+from app.lake.ledger import LedgerEntry
+from app.lake.storage import CONTROL_DIR
 from tests.integration.harness import Deployment, WorkerProcess
 
 __all__ = ["LedgerWatch", "POLL_S", "Resume", "cpu_seconds"]

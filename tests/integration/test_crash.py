@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.loadgen import generate
-from app.progress import feed_progress, wait_until_landed
+from app.ops.progress import feed_progress, wait_until_landed
 from models.derive import flatten
 from tests.faults.scenario import record_result
 from tests.integration.harness import (
@@ -27,6 +26,7 @@ from tests.integration.harness import (
     rows_per_day,
 )
 from tests.integration.resume import LedgerWatch
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(600)]
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from tests.integration.harness import REPO_ROOT, produce_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -54,7 +54,9 @@ async def test_probes_and_metrics_of_a_running_worker(deploy):
 
         response = await _until(ready)
         checks = response.json()["checks"]
-        assert checks["mysql"] == checks["lake"] == checks["kafka"] == "ok"
+        # One check per sink (lake, warehouse, facts; deltas while deriving) and Kafka.
+        assert {"lake", "warehouse", "facts"} <= checks.keys()
+        assert all(checks[name] == "ok" for name in ("kafka", "lake", "warehouse", "facts"))
         assert checks["partitions"] == "16 assigned"  # 8 feeds (4 streams, 4 tables) × 2 partitions
 
         live = await _get(client, deployment, "/livez")
@@ -78,12 +80,14 @@ async def test_probes_and_metrics_of_a_running_worker(deploy):
         # that just landed proves MySQL answered), still alive; back: ready again.
         subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "stop"], check=True, capture_output=True)
 
-        async def not_ready():
+        async def mysql_sinks_failed():
             response = await _get(client, deployment, "/readyz")
-            return response if response.status_code == 503 else None
+            checks = response.json()["checks"]
+            failed = all(checks[sink].startswith("failed") for sink in ("warehouse", "facts"))
+            return response if failed else None
 
-        not_ready = await _until(not_ready, timeout_s=30)
-        assert not_ready.json()["checks"]["mysql"].startswith("failed")
+        not_ready = await _until(mysql_sinks_failed, timeout_s=30)
+        assert not_ready.status_code == 503
         assert (await _get(client, deployment, "/livez")).status_code == 200
         subprocess.run(["bash", str(REPO_ROOT / "scripts/infra/mariadb.sh"), "start"], check=True, capture_output=True)
         await _until(ready)

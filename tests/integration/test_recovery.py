@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from tests.faults.scenario import problems, record_result, run_verify
 from tests.integration.harness import Deployment, WorkerProcess, produce_demo
 from tests.integration.resume import LedgerWatch

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from app.health import Health
-from app.settings import Settings
+from app.core.settings import Settings
+from app.runtime.health import Health
 
 
 def _health(landing) -> Health:
     settings = Settings(health={"stall_timeout_s": 10})
-    health = Health(settings=settings, landings=[], lake=None, warehouse=None)
+    health = Health(settings=settings, landings=[], sinks=[])
     health.landings = {"tx": landing}
     return health
 
@@ -46,6 +46,8 @@ def test_no_lag_or_recent_batches_are_live():
 class _Sink:
     """A sink whose readiness probe fails (an unreachable store) and counts its calls."""
 
+    name = "lake"
+
     def __init__(self) -> None:
         self.probed = 0
 
@@ -59,7 +61,7 @@ def _readiness_health(*, records_at=None, lag_at=None, written_at=None) -> tuple
     fetcher = SimpleNamespace(
         assignment=lambda: {TopicPartition("tx", 0)}, rebalancing=False, records_received_at=records_at
     )
-    health = Health(settings=Settings(health={"lag_interval_s": 15}), landings=[], lake=lake, warehouse=None, fetcher=fetcher)
+    health = Health(settings=Settings(health={"lag_interval_s": 15}), landings=[], sinks=[lake], fetcher=fetcher)
     health.landings = {"tx": SimpleNamespace(written_at={lake: written_at} if written_at else {})}
     health.lag_refreshed_at = lag_at
     return health, lake
