@@ -70,6 +70,7 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
             resumes.append(await watch.resume_after_restart(left_at, worker))
     finally:
         watch.close()
+    print(f"resume after each restart: {resumes}")
     await producing
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
     assert worker.alive(), worker.log()[-3000:]
@@ -106,4 +107,3 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     assert len(ledger) == 3
     record_result(scenario="SIGKILL the worker 4 times (test_crash)", faults=KILLS,
                   resume_s=[r.wall_s for r in resumes], resume_cpu_s=[r.cpu_s for r in resumes], ok=True)
-    print(f"resume after each restart: {resumes}")

@@ -4,10 +4,10 @@ With static group membership the restarted worker, under the same ``kafka.group_
 takes its partitions back without waiting for the killed member's session to expire, and the
 stream fetcher does not wait for Faust's table recovery. So landing resumes well before the
 session timeout (the production default, 30 s, here -- not the harness's 6 s), ``/readyz``
-answers 200 while the restarted worker lands, and every record still lands exactly once
-(``txlake verify``). The resume times are recorded with the fault suite's results
-(docs/operations.md shows them); the test holds them only to the session timeout, the wait
-that static membership removes.
+answers 200 while the restarted worker lands, every record still lands exactly once
+(``txlake verify``), and a graceful stop leaves both consumer groups at once. The resume times
+are recorded with the fault suite's results (docs/operations.md shows them); the test holds them
+only to the session timeout, the wait that static membership removes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.ops.progress import wait_until_landed
 from tests.faults.scenario import problems, record_result, run_verify
@@ -71,6 +72,12 @@ async def test_sigkill_restart_resumes_landing_and_is_ready_while_landing(deploy
     finally:
         stop_load.set()
         watch.close()
+    assert worker.alive(), worker.log()[-3000:]
+    # A graceful stop leaves both groups at once, static member or not: its partitions would
+    # otherwise wait a session timeout for a pod that never comes back under its name.
+    assert worker.stop() == 0, worker.log()[-3000:]
+    for group in (deployment.settings.kafka.group_id, deployment.settings.faust_app_id):
+        assert await group_members(deployment, group) == [], f"{group} still has the stopped worker"
     report = run_verify(deployment)
     record_result(
         scenario="SIGKILL the worker, restart it with the same instance id (test_recovery)",
@@ -87,7 +94,18 @@ async def test_sigkill_restart_resumes_landing_and_is_ready_while_landing(deploy
     # Without static membership the restarted worker could not land before the killed member's
     # session expired: at least the session timeout after the kill.
     assert max(r.wall_s for r in resumes) < SESSION_TIMEOUT_S, resumes
-    assert worker.alive(), worker.log()[-3000:]
+
+
+async def group_members(deployment: Deployment, group: str) -> list:
+    """The members of a consumer group, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        (described,) = response.to_object()["groups"]
+        return described["members"]
+    finally:
+        await admin.close()
 
 
 async def steady_load(deployment: Deployment, stop: asyncio.Event) -> int:
