@@ -81,9 +81,11 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(
         30_000,
         ge=6000,
+        le=90_000,
         description="session.timeout.ms: how long the group waits for a silent worker (killed, or its event "
         "loop blocked) before handing its partitions to the others. Without group_instance_id a restarted "
-        "worker waits this long for its killed predecessor too. docs/operations.md weighs the costs.",
+        "worker waits this long for its killed predecessor too. At most 90 s (Faust's request timeout). "
+        "docs/operations.md weighs the costs.",
     )
     heartbeat_interval_ms: int = Field(
         3000, ge=100, description="heartbeat.interval.ms: how soon a worker learns of a rebalance; below a third "

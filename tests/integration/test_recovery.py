@@ -3,11 +3,13 @@
 With static group membership the restarted worker, under the same ``kafka.group_instance_id``,
 takes its partitions back without waiting for the killed member's session to expire, and the
 stream fetcher does not wait for Faust's table recovery. So landing resumes well before the
-session timeout (the production default, 30 s, here -- not the harness's 6 s), ``/readyz``
+session timeout (90 s here, the longest Faust accepts -- not the harness's 6 s), ``/readyz``
 answers 200 while the restarted worker lands, every record still lands exactly once
 (``txlake verify``), and a graceful stop leaves both consumer groups at once. The resume times
 are recorded with the fault suite's results (docs/operations.md shows them); the test holds them
-only to the session timeout, the wait that static membership removes.
+only to the session timeout, the wait that static membership removes. (A long session keeps that
+bound far from the start-up time of a worker on a loaded machine, which reached 30-40 s on the
+shared 2-core test machine; a restart that waited for the killed member could not beat it.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(90
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 KILLS = 3
-SESSION_TIMEOUT_S = 30  # the default of kafka.session_timeout_ms
+SESSION_TIMEOUT_S = 90  # the longest kafka.session_timeout_ms; the default is 30 s
 INSTANCE_ID = "txlake-0"  # the pod name, which the chart passes as TXLAKE_KAFKA__GROUP_INSTANCE_ID
 RATE = 200  # transactions/s (~730 messages/s): well within what the worker and the table derivation take
 READY_WATCH_S = 4.0  # how long /readyz is sampled while the restarted worker lands
