@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 import faust
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from app.core.feeds import Feed
 from app.runtime.fetcher import FetchedBatch
@@ -81,7 +82,7 @@ def register_stream_agent(app: faust.App, feed: Feed, landing: FeedLanding) -> A
 
 
 class BatchChannel(faust.Channel):
-    """An in-memory channel whose batches survive Faust's rebalances: use :meth:`hand_over`.
+    """An in-memory channel whose batches ignore Faust's rebalances: use :meth:`hand_over`.
 
     Faust's channels are built for events of topics its own consumer re-reads after a rebalance,
     and drop them across one: ``agent.send()`` stamps an event with the consumer's generation and
@@ -89,8 +90,9 @@ class BatchChannel(faust.Channel):
     *cleared* when Faust's flow control resumes. Our batches come from the stream fetcher, not from
     Faust's consumer: a dropped batch would never land, and the next one of its partition would
     land after a gap. So a batch is put on the queue as a plain value (no generation, nothing to
-    ack) and the queue is not cleared on resume (a put still waits while Faust's flow control is
-    suspended).
+    ack), and the queue has a flow control of its own, always open: Faust suspends its flow while
+    its own consumer rebalances and restores the tables -- at every start until the changelogs are
+    replayed -- and the stream feeds need neither. A put waits only while the queue is full.
     """
 
     async def hand_over(self, batch: FetchedBatch) -> None:
@@ -104,5 +106,5 @@ class BatchChannel(faust.Channel):
     def queue(self) -> Any:
         if self._queue is None:
             maxsize = self.maxsize if self.maxsize is not None else self.app.conf.stream_buffer_maxsize
-            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+            self._queue = ThrowableQueue(maxsize=maxsize, flow_control=FlowControlEvent(initially_suspended=False))
         return self._queue

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -65,16 +65,42 @@ class KafkaSettings(_Section):
         "txlake",
         description="Consumer group id, also the Faust app id. Workers with the same id share the partitions.",
     )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="group.instance.id (static group membership, KIP-345): a name unique to this worker that "
+        "stays the same across its restarts -- the pod name (the Helm chart sets it). A worker restarted "
+        "under the same id within session_timeout_ms takes its partitions back at once, without a rebalance "
+        "and without waiting for the killed process's session to expire. Two running workers must NEVER "
+        "share an id (each would fence the other out in turn). Unset: dynamic membership.",
+    )
     commit_interval_ms: int = Field(
         2800, ge=100, description="How often the offsets of landed batches are committed to Kafka."
     )
     session_timeout_ms: int = Field(
         30_000,
         ge=6000,
-        description="session.timeout.ms: how long the group waits for a silent (killed) worker before "
-        "handing its partitions to the others.",
+        le=90_000,
+        description="session.timeout.ms: how long the group waits for a silent worker (killed, or its event "
+        "loop blocked) before handing its partitions to the others. Without group_instance_id a restarted "
+        "worker waits this long for its killed predecessor too. At most 90 s (Faust's request timeout). "
+        "docs/recovery.md weighs the costs.",
     )
-    heartbeat_interval_ms: int = Field(3000, ge=100, description="heartbeat.interval.ms; keep below a third of the session timeout.")
+    heartbeat_interval_ms: int = Field(
+        3000, ge=100, description="heartbeat.interval.ms: how soon a worker learns of a rebalance; below a third "
+        "of the session timeout."
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_below_a_third_of_the_session(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be at most a third of "
+                f"session_timeout_ms ({self.session_timeout_ms}): two missed heartbeats must not end the session"
+            )
+        return self
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="security.protocol of every Kafka client txlake creates (and Faust's)."
     )

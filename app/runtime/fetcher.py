@@ -17,6 +17,15 @@ with ``MAX_IN_FLIGHT`` batches or ``MAX_IN_FLIGHT_MESSAGES`` messages not yet la
 partitions paused: back-pressure per feed, so one slow feed never stalls the others, and
 memory stays bounded whatever ``flush_size`` is.
 
+Membership: with ``kafka.group_instance_id`` set the consumer is a *static* member (KIP-345):
+a restarted worker rejoins under the same id and gets its partitions back at once, without a
+rebalance and without waiting for the killed process's session to expire. Static members do not
+leave the group when they stop (aiokafka, like the Java client, skips the LeaveGroup), so their
+partitions would wait a whole session timeout whenever a pod goes away for good -- which is every
+graceful stop of a Deployment's pod (a rollout or scale-down names the new pod differently). The
+fetcher therefore leaves the group on a graceful stop (:func:`leave_group_on_stop`); a crash
+leaves nothing and a restart under the same id resumes where the group left it.
+
 Rebalances: on revocation the fetcher drops what it buffered for the revoked partitions,
 waits (bounded) for their batches in flight to land and commits; on assignment it seeks
 every partition to what the sinks hold (the lowest ledger position + 1): the sinks, not
@@ -41,7 +50,7 @@ from app.core.feeds import Feed
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
 
-__all__ = ["FetchedBatch", "StreamFetcher"]
+__all__ = ["FetchedBatch", "StreamFetcher", "leave_group_on_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +109,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         self._landed: dict[TopicPartition, int] = {}  # next offset to commit
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
+        self.records_received_at: float | None = None  # time.monotonic() Kafka last returned records
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -109,6 +119,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         self.consumer = AIOKafkaConsumer(
             **kafka_client_options(kafka),
             group_id=kafka.group_id,
+            group_instance_id=kafka.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=kafka.session_timeout_ms,
@@ -132,6 +143,7 @@ class StreamFetcher(ConsumerRebalanceListener):
                 await self._commit()
             except Exception as exc:  # noqa: BLE001 - the next owner re-reads; the sinks skip
                 logger.warning("final offset commit failed: %s", exc)
+            leave_group_on_stop(self.consumer)
             await self.consumer.stop()
 
     def stop(self) -> None:
@@ -148,6 +160,8 @@ class StreamFetcher(ConsumerRebalanceListener):
             self._apply_backpressure()
             records = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=flush_size)
             now = self.clock()
+            if records:
+                self.records_received_at = time.monotonic()  # the health probes' clock
             owned = self.consumer.assignment()
             for tp, fetched in records.items():
                 if tp not in owned:
@@ -267,17 +281,12 @@ class StreamFetcher(ConsumerRebalanceListener):
             for batch in queue
             for partition in batch.last_offsets()
         }
-        for tp in assigned:
-            if tp in landing:
-                continue
-            feed = self.feeds[tp.topic]
-            try:
-                held = await self.held_through(feed, tp.partition)
-            except Exception as exc:  # noqa: BLE001 - fall back to the committed offset
-                logger.warning("cannot read the sinks' position of %s[%d], using the committed offset: %s",
-                               tp.topic, tp.partition, exc)
-                continue
-            if held >= 0:
+        # The positions are read concurrently: landing resumes only once every one is known,
+        # and a restarted worker gets all its partitions at once.
+        wanted = [tp for tp in assigned if tp not in landing]
+        positions = await asyncio.gather(*(self._sinks_position(tp) for tp in wanted))
+        for tp, held in zip(wanted, positions):
+            if held is not None and held >= 0:
                 self.consumer.seek(tp, held + 1)
                 self._landed[tp] = held + 1
                 # Records fetched before this seek stay pending (the sinks skip what they
@@ -286,3 +295,28 @@ class StreamFetcher(ConsumerRebalanceListener):
         self._assigned |= set(assigned)
         logger.info("assigned %d partitions: %s", len(assigned), sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
         self.rebalancing = False
+
+    async def _sinks_position(self, tp: TopicPartition) -> int | None:
+        """What the sinks hold for ``tp``; ``None`` if unreadable (the committed offset is used)."""
+        try:
+            return await self.held_through(self.feeds[tp.topic], tp.partition)
+        except Exception as exc:  # noqa: BLE001 - fall back to the committed offset
+            logger.warning("cannot read the sinks' position of %s[%d], using the committed offset: %s",
+                           tp.topic, tp.partition, exc)
+            return None
+
+
+def leave_group_on_stop(consumer: AIOKafkaConsumer) -> None:
+    """Make ``consumer.stop()`` leave the group even if the consumer is a static member.
+
+    aiokafka sends its LeaveGroup on stop only for dynamic members (KIP-345: a static member
+    stays, expecting to come back under the same ``group.instance.id``). A pod of a Deployment
+    that stops gracefully does not come back under its name, so its partitions would wait a
+    session timeout; leaving hands them over at once. aiokafka's LeaveGroup (v0/v1) names the
+    member id, which Kafka accepts for static members and which removes the instance id too.
+    Call it right before ``stop()``; from another thread only while the consumer's own loop is
+    not joining the group (Faust's consumer, at shutdown).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)  # aiokafka has no public switch for this
+    if coordinator is not None:
+        coordinator._group_instance_id = None

@@ -6,12 +6,20 @@
   failure where a consumer silently stops fetching after a rebalance while lag grows
   (faust-streaming#175, #523, #640); a restart is the cure. A feed blocked on a sink outage
   is busy (retrying), not stalled: that is a readiness problem, not a liveness one.
-* ``/readyz`` -- partitions assigned, no rebalance in progress, Kafka answered the last lag
-  poll, and every sink's :meth:`~app.core.sink.Sink.probe` passes (MySQL answers ``SELECT 1``,
-  the lake accepts a write). Not ready while recovering.
+* ``/readyz`` -- partitions assigned, no rebalance in progress, Kafka answered recently, and
+  every sink's :meth:`~app.core.sink.Sink.probe` passes (MySQL answers ``SELECT 1``, the lake
+  accepts a write). Not ready while recovering. "Kafka answered" means the stream consumer
+  received records, or the lag poll succeeded, within three lag intervals: a worker that is
+  landing is talking to Kafka whether or not a poll just ran. (It used to mean the lag poll
+  alone, which Faust started only after table recovery and which first ran one interval later:
+  a restarted worker landed for 15 s or more while ``/readyz`` said "kafka: no recent answer".)
+  Likewise a sink that took a batch within the last :data:`LANDED_RECENTLY_S` is reachable and
+  is not probed: a probe queued behind the batches landing (the connection pool, the thread
+  pool) would time out under load and report a landing worker as not ready.
 
-Both are cheap: the lag poll runs in the background every ``lag_interval_s``; the probes only
-read its result, plus one MySQL ping and one small file write, each bounded by a timeout.
+Both are cheap: the lag poll runs in the background every ``lag_interval_s`` (the first at once);
+the probes only read its result, plus one MySQL ping and one small file write, each bounded by a
+timeout.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ __all__ = ["Health"]
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
+LANDED_RECENTLY_S = 10.0
+"""A sink with a successful write this recent counts as reachable without a probe."""
 
 
 class Health:
@@ -101,6 +111,12 @@ class Health:
                     pass
         self._consumer = self._admin = None
 
+    def kafka_answered_at(self) -> float | None:
+        """When Kafka last answered (``time.monotonic()``): records fetched, or a lag poll done."""
+        received = self.fetcher.records_received_at if self.fetcher is not None else None
+        times = [t for t in (self.lag_refreshed_at, received) if t is not None]
+        return max(times, default=None)
+
     # -- probes ------------------------------------------------------------------------------
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
@@ -121,11 +137,10 @@ class Health:
         assigned = self.assignment()
         checks["partitions"] = f"{len(assigned)} assigned" if assigned else "none assigned"
         checks["rebalancing"] = "yes" if self.fetcher is not None and self.fetcher.rebalancing else "no"
-        fresh = self.lag_refreshed_at is not None and (
-            time.monotonic() - self.lag_refreshed_at < 3 * self.settings.health.lag_interval_s
-        )
+        answered = self.kafka_answered_at()
+        fresh = answered is not None and time.monotonic() - answered < 3 * self.settings.health.lag_interval_s
         checks["kafka"] = "ok" if fresh else "no recent answer"
-        probes = await asyncio.gather(*(self._probe(sink.probe()) for sink in self.sinks))
+        probes = await asyncio.gather(*(self._check(sink) for sink in self.sinks))
         checks.update((sink.name, result) for sink, result in zip(self.sinks, probes, strict=True))
         ready = (
             bool(assigned)
@@ -134,6 +149,13 @@ class Health:
             and all(result == "ok" for result in probes)
         )
         return ready, {"status": "ready" if ready else "not ready", "checks": checks}
+
+    async def _check(self, sink: Sink) -> str:
+        """"ok" if ``sink`` took a batch within :data:`LANDED_RECENTLY_S`, else its probe's result."""
+        since = time.monotonic() - LANDED_RECENTLY_S
+        if any(landing.written_at.get(sink, since - 1) >= since for landing in self.landings.values()):
+            return "ok"
+        return await self._probe(sink.probe())
 
     @staticmethod
     async def _probe(check: Any) -> str:

@@ -94,6 +94,7 @@ class FeedLanding:
         self._active = 0  # batches landing right now (retries included)
         self.last_batch_at: float | None = None  # time.monotonic() of the last batch taken
         self.holds = PartitionHolds(feed.name)
+        self.written_at: dict[Sink, float] = {}  # time.monotonic() of each sink's last successful write
 
     async def land(self, messages: Sequence[Message]) -> None:
         """Land ``messages`` (any partitions, offset order within each). See the module docstring."""
@@ -211,6 +212,7 @@ class FeedLanding:
             backoff=self.backoff,
             on_retry=on_retry,
         )
+        self.written_at[sink] = time.monotonic()
         metrics.SINK_FLUSH_SECONDS.labels(self.feed.name, sink.name).observe(time.perf_counter() - started)
         metrics.RECORDS_LANDED.labels(self.feed.name, sink.name).inc(landed)
         metrics.LEDGER_POSITION.labels(self.feed.name, sink.name, str(batch.partition)).set(batch.last_offset)

@@ -44,8 +44,8 @@ class SinkSet:
         return SinkSet(sink for sink in self.by_name.values() if any(sink in self.of(feed) for feed in feeds))
 
     async def position(self, feed: Feed, partition: int) -> int:
-        """Where the feed's partition resumes from: the lowest position of its sinks."""
-        return min([await sink.position(feed, partition) for sink in self.of(feed)])
+        """Where the feed's partition resumes from: the lowest position of its sinks (read concurrently)."""
+        return min(await asyncio.gather(*(sink.position(feed, partition) for sink in self.of(feed))))
 
     async def start(self, backoff: Backoff) -> None:
         """Start every sink, retrying an unreachable store with backoff until it answers."""

@@ -6,7 +6,8 @@ The pieces and their order (the data flow, :doc:`docs/architecture.md`):
 2. one :class:`~app.runtime.landing.FeedLanding` and one stream agent (:mod:`agents.streams`) per feed;
 3. the table agent (:mod:`agents.tables`) when the worker derives the tables;
 4. the :class:`~app.runtime.fetcher.StreamFetcher`, started once every sink has started, which hands
-   whole batches to the agents and resumes each partition from its sinks' lowest position;
+   whole batches to the agents and resumes each partition from its sinks' lowest position; it
+   runs in :class:`StreamPath`, which starts with the app, not after Faust's table recovery;
 5. health, metrics, and the snapshot and export endpoints.
 """
 
@@ -18,6 +19,7 @@ import os
 from typing import Any
 
 import faust
+import mode
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -31,7 +33,7 @@ from app.core.security import faust_broker_credentials, kafka_client_options, re
 from app.core.settings import Settings
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
-from app.runtime.fetcher import FetchedBatch, StreamFetcher
+from app.runtime.fetcher import FetchedBatch, StreamFetcher, leave_group_on_stop
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
 from app.runtime.sinks import SinkSet, build_sinks
@@ -75,8 +77,8 @@ def create_app(
         await agents[batch.feed.topic].channel.hand_over(batch)
 
     fetcher = StreamFetcher(settings, feeds, deliver, sinks.position)
-    _run_fetcher(app, fetcher, sinks, backoff)
     health = Health(settings, landings, sinks, fetcher)
+    app.add_dependency(StreamPath(fetcher, sinks, backoff, health))
     _mount_health(app, health)
     snapshotter, exports = Snapshotter(settings), ExportJobs(settings)
     mount_snapshots(app, settings, snapshotter)
@@ -85,6 +87,7 @@ def create_app(
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
         fetcher.stop()
+        _leave_faust_group_on_stop(app)
         await health.close()
         await snapshotter.close()
         await exports.close()
@@ -98,7 +101,9 @@ def _faust_app(settings: Settings) -> faust.App:
 
     Faust's own consumer (its group is ``<group_id>-control``) reads only the dead-letter topic
     and, when deriving, the deltas; the stream feeds are fetched in whole batches by the
-    :class:`StreamFetcher` in group ``<group_id>``.
+    :class:`StreamFetcher` in group ``<group_id>``. Both are static members under
+    ``kafka.group_instance_id`` when it is set (an instance id is unique per group, so the two
+    groups share it).
     """
     app = faust.App(
         settings.faust_app_id,
@@ -112,6 +117,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.kafka.commit_interval_ms / 1000,
         broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
+        consumer_group_instance_id=settings.kafka.group_instance_id,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         topic_allow_declare=False,
@@ -130,12 +136,36 @@ def _faust_app(settings: Settings) -> faust.App:
     return app
 
 
-def _run_fetcher(app: faust.App, fetcher: StreamFetcher, sinks: SinkSet, backoff: Backoff) -> None:
-    @app.task
-    async def _fetch_streams() -> None:
+
+async def _metrics_view(web: Any, request: Any) -> Any:
+    """txlake's own metrics only (Faust's per-message sensors off)."""
+    return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+class StreamPath(mode.Service):
+    """The stream path beside Faust: the fetcher and the lag poll, running from the app's start.
+
+    Faust starts ``@app.task`` and ``@app.timer`` only after table recovery, which waits for its
+    own consumer to join its group and replay every changelog: the stream feeds need neither,
+    and neither does the lag poll behind ``/readyz``. Added to the app as a dependency, this
+    service starts with the app; the fetcher's first batches wait only for the feed agents.
+    """
+
+    def __init__(self, fetcher: StreamFetcher, sinks: SinkSet, backoff: Backoff, health: Health, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fetcher = fetcher
+        self.sinks = sinks
+        self.backoff = backoff
+        self.health = health
+
+    async def on_start(self) -> None:
+        self.add_future(self._fetch_streams())
+        self.add_future(self._poll_lag())
+
+    async def _fetch_streams(self) -> None:
         try:
-            await sinks.start(backoff)
-            await fetcher.run()
+            await self.sinks.start(self.backoff)
+            await self.fetcher.run()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -144,17 +174,22 @@ def _run_fetcher(app: faust.App, fetcher: StreamFetcher, sinks: SinkSet, backoff
             logging.shutdown()
             os._exit(EXIT_UNEXPECTED)
 
+    async def _poll_lag(self) -> None:
+        """Poll at once (readiness needs an answer from Kafka), then every ``lag_interval_s``."""
+        while not self.should_stop:
+            await self.health.refresh_lag()
+            await self.sleep(self.health.settings.health.lag_interval_s)
 
-async def _metrics_view(web: Any, request: Any) -> Any:
-    """txlake's own metrics only (Faust's per-message sensors off)."""
-    return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+def _leave_faust_group_on_stop(app: faust.App) -> None:
+    """Faust's consumer leaves its group on a graceful stop, static member or not (see the fetcher)."""
+    thread = getattr(app.consumer, "_thread", None)  # Faust keeps its aiokafka consumer here
+    consumer = getattr(thread, "_consumer", None)
+    if consumer is not None:
+        leave_group_on_stop(consumer)
 
 
 def _mount_health(app: faust.App, health: Health) -> None:
-    @app.timer(interval=health.settings.health.lag_interval_s, name="txlake.consumer_lag")
-    async def _poll_lag() -> None:
-        await health.refresh_lag()
-
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
         ok, body = health.liveness()

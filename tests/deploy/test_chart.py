@@ -89,8 +89,9 @@ def pod_spec(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]
     return resources[("Deployment", FULLNAME)]["spec"]["template"]["spec"]
 
 
-def env(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container(resources).get("env", [])}
+def env(resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The container's env: a value, or the ``valueFrom`` source."""
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container(resources).get("env", [])}
 
 
 # -- kinds ------------------------------------------------------------------------------------
@@ -263,6 +264,17 @@ def test_config_change_rolls_the_pods(default):
         return resources[("Deployment", FULLNAME)]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
     assert checksum(changed) != checksum(default)
+
+
+def test_each_pod_is_a_static_group_member_under_its_own_name(default):
+    assert env(default)["TXLAKE_KAFKA__GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    dynamic = render("--set", "kafka.staticMembership=false")
+    assert "TXLAKE_KAFKA__GROUP_INSTANCE_ID" not in env(dynamic)
+
+
+def test_one_instance_id_for_every_pod_is_refused():
+    stderr = render_fails("--set", "config.TXLAKE_KAFKA__GROUP_INSTANCE_ID=worker")
+    assert "TXLAKE_KAFKA__GROUP_INSTANCE_ID would give every pod the same instance id" in stderr
 
 
 def test_chart_sets_datadir_and_tmp_emptydir(default):

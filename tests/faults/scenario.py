@@ -107,12 +107,18 @@ def problems(report: dict) -> list[str]:
 
 
 async def finish(
-    deployment: Deployment, load: asyncio.Task, scenario: str, faults: int, rss: RssProbe | None = None
+    deployment: Deployment,
+    load: asyncio.Task,
+    scenario: str,
+    faults: int,
+    rss: RssProbe | None = None,
+    **figures: object,
 ) -> dict:
     """Wait for the load and the landing, verify, record the result; returns the verify report.
 
     With ``rss``, the probe is stopped once everything landed, its peak recorded and held to
-    :data:`RSS_LIMIT_MB`.
+    :data:`RSS_LIMIT_MB`. ``figures`` measured by the scenario (``resume_s``: seconds from each
+    restart until landing resumed) are recorded with the result.
     """
     produced = await load
     messages = sum(produced.counts.values())
@@ -132,6 +138,7 @@ async def finish(
         verify_s=report["elapsed_s"],
         ok=report["ok"],
         **measured,
+        **figures,
     )
     assert report["exit_code"] == 0 and report["ok"], "\n".join(problems(report))
     assert report["records_checked"] >= messages

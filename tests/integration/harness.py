@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -112,9 +113,11 @@ class WorkerProcess:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None  # time.monotonic() of the process start
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [TXLAKE, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
         )

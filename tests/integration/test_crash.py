@@ -1,4 +1,9 @@
-"""SIGKILL the worker during a load, restart it, and find every event exactly once."""
+"""SIGKILL the worker during a load, restart it, and find every event exactly once.
+
+The worker runs with dynamic group membership here (no ``kafka.group_instance_id``): each restart
+waits for the killed member's session to expire (6 s in the tests). tests/faults/test_sigkill.py
+and test_recovery.py cover static membership. Each kill's resume time is recorded.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import pytest
 
 from app.ops.progress import feed_progress, wait_until_landed
 from models.derive import flatten
+from tests.faults.scenario import record_result
 from tests.integration.harness import (
     expected_days,
     fetch_all,
@@ -19,6 +25,7 @@ from tests.integration.harness import (
     read_lake,
     rows_per_day,
 )
+from tests.integration.resume import LedgerWatch
 from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(600)]
@@ -49,15 +56,21 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     rng = random.Random(2026)
     producing = asyncio.create_task(produce_demo(deployment, COUNT, seed=SEED, now=NOW, rate=4000))
     worker = deployment.worker().start()
-    kills = 0
-    while kills < KILLS:
-        # Kill only once this worker has landed something, then at a random moment while it
-        # keeps landing: mid-batch, mid-commit, between the sinks.
-        await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
-        await asyncio.sleep(rng.uniform(0.05, 1.5))
-        worker.kill()
-        kills += 1
-        worker = deployment.worker().start()
+    watch = LedgerWatch(deployment)
+    resumes = []
+    try:
+        while len(resumes) < KILLS:
+            # Kill only once this worker has landed something, then at a random moment while it
+            # keeps landing: mid-batch, mid-commit, between the sinks.
+            await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
+            await asyncio.sleep(rng.uniform(0.05, 1.5))
+            worker.kill()
+            left_at = await watch.positions()
+            worker = deployment.worker().start()
+            resumes.append(await watch.resume_after_restart(left_at, worker))
+    finally:
+        watch.close()
+    print(f"resume after each restart: {resumes}")
     await producing
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
     assert worker.alive(), worker.log()[-3000:]
@@ -92,3 +105,5 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     ledger = await fetch_all(warehouse_db, "SELECT kafka_partition, landed_through FROM txlake_offset_ledger "
                                                "WHERE feed = 'transaction_stream'")
     assert len(ledger) == 3
+    record_result(scenario="SIGKILL the worker 4 times (test_crash)", faults=KILLS,
+                  resume_s=[r.wall_s for r in resumes], resume_cpu_s=[r.cpu_s for r in resumes], ok=True)

@@ -104,6 +104,9 @@ Checks that stop a bad configuration at render time (included by the Deployment,
 {{- if has (upper $name) (list "TXLAKE_KAFKA__SASL_PASSWORD" "TXLAKE_KAFKA__SSL_KEY_PASSWORD" "TXLAKE_MYSQL__PASSWORD" "TXLAKE_LAKE__S3_SECRET_ACCESS_KEY" "TXLAKE_ANONYMIZATION__KEY" "TXLAKE_WEB__API_TOKEN" "TXLAKE_KSQLDB__PASSWORD") }}
 {{- fail (printf "config: %s is a secret; set it in `secrets` or in the existingSecret, never in the ConfigMap" $name) }}
 {{- end }}
+{{- if eq (upper $name) "TXLAKE_KAFKA__GROUP_INSTANCE_ID" }}
+{{- fail "config: TXLAKE_KAFKA__GROUP_INSTANCE_ID would give every pod the same instance id, and two workers with one id fence each other out in turn; kafka.staticMembership sets it to each pod's name" }}
+{{- end }}
 {{- end }}
 {{- if .Values.keda.enabled }}
 {{- $min := include "txlake.keda.min" . | int }}
