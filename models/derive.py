@@ -108,6 +108,14 @@ class Blacklist(BaseModel):
     countries: frozenset[str] = frozenset()
     payment_methods: frozenset[str] = frozenset()
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """A string is a comma-separated list (``"RU, BY"``; ``""`` is empty), as environment variables write lists."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     @field_validator("email_domains", "countries")
     @classmethod
     def _casefold(cls, values: frozenset[str]) -> frozenset[str]:
