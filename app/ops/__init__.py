@@ -1,0 +1,1 @@
+"""Operating txlake: the command line, topics, progress, the landing report, and verify."""
