@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         return args.run(settings, args)
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes one line
+    except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:  # noqa: BLE001 - every failure: one line
         if args.debug:
             traceback.print_exc()
         failure = describe_failure(exc, settings)

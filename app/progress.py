@@ -61,10 +61,12 @@ async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPart
         if not topic.get("error_code")
         for p in topic["partitions"]
     ]
+    if not partitions:  # no topic yet (before `txlake topics`): nothing to ask
+        return {}
     consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(partitions) if partitions else {}
+        ends = await consumer.end_offsets(partitions)
         return {tp: end - 1 for tp, end in ends.items()}
     finally:
         await consumer.stop()

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
+from app import metrics
 from app.dead_letters import DeadLetterPublisher
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
@@ -175,6 +176,10 @@ def _mount_health(app: faust.App, health: Health) -> None:
     @app.timer(interval=health.settings.health.lag_interval_s, name="txlake.consumer_lag")
     async def _poll_lag() -> None:
         await health.refresh_lag()
+
+    @app.timer(interval=health.settings.health.lag_interval_s, name="txlake.producer_buffer")
+    async def _sample_producer_buffer() -> None:
+        metrics.PRODUCER_BUFFER.set(app.producer.buffer.size)
 
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
