@@ -31,7 +31,7 @@ from app.security import kafka_client_options
 async def main():
     s = Settings(); topic = load_feeds(s)[0].topic
     p = AIOKafkaProducer(**kafka_client_options(s.kafka)); await p.start()
-    await p.send_and_wait(topic, sys.stdin.buffer.read()); await p.stop()
+    await p.send_and_wait(topic, sys.stdin.buffer.read(), key=b'garbage'); await p.stop()  # keyed: same partition every run
 asyncio.run(main())"
 
 echo "[demo] starting the worker (log: $DEMO_WORKER_LOG)"
