@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: demo test unit bench bench-tables bench-export up down install clean
+.PHONY: check demo test unit bench bench-tables bench-export up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -15,6 +15,9 @@ demo:               ## the main job end to end on local real services (re-runnab
 
 test:               ## install, start the services, run every test
 	bash scripts/test.sh
+
+check:              ## lint (ruff) and the layer contracts (import-linter); no services needed
+	bash scripts/bootstrap.sh && .venv/bin/ruff check . && .venv/bin/lint-imports
 
 unit:               ## unit tests only (no services)
 	bash scripts/bootstrap.sh && .venv/bin/pytest tests/unit -q

@@ -12,7 +12,7 @@ from typing import Any
 
 import faust
 
-from app import metrics
+from app.core import metrics
 
 __all__ = ["register_dead_letter_monitor"]
 

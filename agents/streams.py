@@ -1,6 +1,6 @@
 """The stream agent: one per stream feed. Take a fetched batch, land it, report it landed.
 
-The :class:`~app.fetcher.StreamFetcher` reads the feed's topic in whole batches (up to
+The :class:`~app.runtime.fetcher.StreamFetcher` reads the feed's topic in whole batches (up to
 ``flush_size`` messages or ``rotate_interval_ms``) and sends each batch to this agent's
 in-memory channel. The agent hands it to :meth:`FeedLanding.land` -- decode, dead-letter the
 bad, write every sink -- and only then resolves ``batch.landed``, which lets the fetcher
@@ -17,9 +17,9 @@ from typing import Any
 
 import faust
 
-from app.feeds import Feed
-from app.fetcher import FetchedBatch
-from app.landing import FeedLanding, RawMessage
+from app.core.feeds import Feed
+from app.runtime.fetcher import FetchedBatch
+from app.runtime.landing import FeedLanding, RawMessage
 
 __all__ = ["BatchChannel", "register_stream_agent"]
 

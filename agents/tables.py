@@ -36,28 +36,22 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app import metrics
-from app.table_deltas import read_delta
+from app.core import metrics
+from app.tables.deltas import read_delta
+from app.tables.state import BUYERS_TABLE, PROGRESS_TABLE, state_table_names
 from models.aggregates import AGGREGATORS, Buyers
 from models.tables import TABLES, encode_value
 
-__all__ = ["BUYERS_TABLE", "register_table_agent", "state_table_names"]
+__all__ = ["register_table_agent"]
 
 logger = logging.getLogger(__name__)
 
 EXIT_UNEXPECTED = 70
-BUYERS_TABLE = "product_buyers"
 
 
-PROGRESS_TABLE = "deltas_progress"
 TAIL_IDLE_S = 10.0
 """How long a deltas partition may stay behind its end with nothing applied before it is poked."""
 EMPTY_DELTA = b'{"t":{}}'
-
-
-def state_table_names() -> list[str]:
-    """The Faust tables the agent keeps (their changelogs are ``<app id>-<name>-changelog``)."""
-    return [*TABLES, BUYERS_TABLE, PROGRESS_TABLE]
 
 
 def register_table_agent(
@@ -70,7 +64,7 @@ def register_table_agent(
     """Define the Faust tables and the agent on ``app``.
 
     ``output_topics`` maps table → changelog topic; ``client_options`` are the Kafka connection
-    options (:func:`app.security.kafka_client_options`) for reading back skipped deltas.
+    options (:func:`app.core.security.kafka_client_options`) for reading back skipped deltas.
     """
     stores = {
         name: app.Table(

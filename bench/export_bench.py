@@ -34,11 +34,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from app.core.settings import KsqlDBSettings, Settings
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
 from app.exports.table import export_table
 from app.ksqldb import KsqlDBClient, write_parquet
-from app.settings import KsqlDBSettings, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_ROWS_PER_S = 100_000

@@ -38,7 +38,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from app.sql_scripts import WAREHOUSE_SCRIPTS, read_sql
+from tests.sql_scripts import WAREHOUSE_SCRIPTS, read_sql
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
@@ -399,8 +399,8 @@ def java_version() -> str:
 
 
 async def fill(settings: Any, feeds: tuple, partitions: int, transactions: int) -> dict[str, Any]:
-    from app.loadgen import StreamTopics, produce
-    from app.topics import create_topics
+    from app.ops.topics import create_topics
+    from tools.loadgen import StreamTopics, produce
 
     created = await create_topics(settings, feeds, partitions)
     await wait_for_leaders(settings.kafka.bootstrap_servers, created, partitions)
@@ -455,7 +455,7 @@ async def _committed_offsets(admin: Any, group: str) -> dict[tuple[str, int], in
 
 def _landed_lake(settings: Any, feeds: tuple, ends: dict[tuple[str, int], int]) -> int:
     """Messages the lake holds (from its ledger files; cheap, safe while the worker runs)."""
-    from app.sinks.lake import read_landed_through
+    from app.lake.ledger import read_landed_through
 
     by_topic = {feed.topic: feed for feed in feeds}
     landed = 0
@@ -530,7 +530,7 @@ async def drain(
 ) -> dict[str, Any]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from app.progress import feed_progress
+    from app.ops.progress import feed_progress
 
     rows = await feed_progress(settings, feeds)
     ends = {(row.topic, row.partition): row.last_offset + 1 for row in rows}
@@ -927,8 +927,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def _amain(args: argparse.Namespace, run: Run, cleanup: dict[str, Any]) -> dict[str, Any]:
     """The four steps; ``cleanup`` is filled as soon as something exists that must be removed."""
-    from app.feeds import load_feeds
-    from app.settings import Settings
+    from app.core.feeds import load_feeds
+    from app.core.settings import Settings
 
     settings = Settings()
     feeds = load_feeds(settings)
@@ -1037,7 +1037,7 @@ async def _amain(args: argparse.Namespace, run: Run, cleanup: dict[str, Any]) ->
 
 
 async def _cleanup(run: Run, cleanup: dict[str, Any]) -> None:
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     settings = Settings()
     try:

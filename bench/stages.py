@@ -26,14 +26,14 @@ from datetime import UTC, datetime
 
 from aiokafka.structs import ConsumerRecord
 
-from app.feeds import Feed, load_feeds
-from app.landing import FeedLanding
-from app.loadgen import generate
-from app.settings import Settings
-from app.sinks.dimensions import DIMENSIONS, latest_rows
-from app.sinks.lake import LakeSink
+from app.core.feeds import Feed, load_feeds
+from app.core.settings import Settings
+from app.lake.sink import LakeSink
+from app.runtime.landing import FeedLanding
 from models.derive import Blacklist, anonymize, blacklisted, flatten
+from models.dimensions import DIMENSIONS, latest_rows
 from models.transaction import to_wire
+from tools.loadgen import generate
 
 STAGES = ("decode", "lake", "dimensions")
 

@@ -57,16 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _wait_landed(settings: Any, feeds: tuple, timeout_s: float) -> None:
-    from app.progress import wait_until_landed
+    from app.ops.progress import wait_until_landed
 
     for _ in range(2):  # the second pass covers table changes written while the first one polled
         await wait_until_landed(settings, feeds, timeout_s, poll_s=0.25)
 
 
 async def _throughput(settings: Any, feeds: tuple, args: argparse.Namespace, env: dict[str, str]) -> tuple[dict, Any]:
-    from app.loadgen import produce
-    from app.topics import create_topics
+    from app.ops.topics import create_topics
     from tests.integration.harness import WorkerProcess
+    from tools.loadgen import produce
 
     await create_topics(settings, feeds, args.partitions)
     topics = _stream_topics(feeds)
@@ -98,8 +98,8 @@ async def _latency(settings: Any, feeds: tuple, args: argparse.Namespace, worker
     import aiomysql
     from aiokafka import AIOKafkaProducer
 
-    from app.loadgen import generate, produce
     from models.transaction import to_wire
+    from tools.loadgen import generate, produce
 
     topics = _stream_topics(feeds)
     template = next(tx for tx in generate(50, seed=9, now=NOW) if tx.status == "COMPLETED")
@@ -166,7 +166,7 @@ async def _latency(settings: Any, feeds: tuple, args: argparse.Namespace, worker
 
 
 def _stream_topics(feeds: tuple) -> Any:
-    from app.loadgen import StreamTopics
+    from tools.loadgen import StreamTopics
 
     by_name = {feed.name: feed.topic for feed in feeds}
     return StreamTopics(
@@ -195,8 +195,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 async def _amain(args: argparse.Namespace) -> dict[str, Any]:
-    from app.feeds import load_feeds
-    from app.settings import Settings
+    from app.core.feeds import load_feeds
+    from app.core.settings import Settings
 
     run = new_run(args.window_ms)
     run.env["TXLAKE_TABLES__DERIVE"] = "true"  # new_run turns it off for the stream benchmark
@@ -224,11 +224,10 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if worker is not None:
             worker.stop()
-        from agents.tables import state_table_names
-        from app.topics import faust_app_id
+        from app.tables.state import state_table_names
 
         topics = [f.topic for f in feeds] + [settings.dead_letter_topic, settings.table_deltas_topic]
-        topics += [f"{faust_app_id(settings)}-{name}-changelog" for name in state_table_names()]
+        topics += [f"{settings.faust_app_id}-{name}-changelog" for name in state_table_names()]
         await delete_topics(settings.kafka.bootstrap_servers, topics)
         await drop_database(run.database, settings.mysql.user)
         shutil.rmtree(run.scratch, ignore_errors=True)

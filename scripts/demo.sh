@@ -25,9 +25,9 @@ $txlake produce --count "$COUNT" --now "$NOW"
 printf 'this is not json' | .venv/bin/python -c "
 import asyncio, sys
 from aiokafka import AIOKafkaProducer
-from app.settings import Settings
-from app.feeds import load_feeds
-from app.security import kafka_client_options
+from app.core.settings import Settings
+from app.core.feeds import load_feeds
+from app.core.security import kafka_client_options
 async def main():
     s = Settings(); topic = load_feeds(s)[0].topic
     p = AIOKafkaProducer(**kafka_client_options(s.kafka)); await p.start()
@@ -50,7 +50,7 @@ echo
 echo "[demo] a snapshot version of each table: warehouse rows + lake tables/<table>/version=v<N>/"
 $txlake snapshot take --all
 $txlake lake ls
-dlq=$(.venv/bin/python -c "from app.settings import Settings; print(Settings().dead_letter_topic)")
+dlq=$(.venv/bin/python -c "from app.core.settings import Settings; print(Settings().dead_letter_topic)")
 echo
 echo "[demo] dead letters: $(grep -c 'dead-lettering' "$DEMO_WORKER_LOG" || true) (topic $dlq, reason in headers)"
 .venv/bin/python -m tools.demo figures

@@ -30,7 +30,7 @@ keep-alives, per-row delay (slow streams), a stall after N rows (keep-alives onl
 a mid-stream error or a dropped connection after N rows, tombstones on ``/query``, 5xx answers
 for the next requests, basic auth.
 
-Datasets come from the project's load generator (:func:`app.loadgen.generate`): the four
+Datasets come from the project's load generator (:func:`tools.loadgen.generate`): the four
 streams as ksqlDB would hold them (UPPER-CASE columns, STRUCT/ARRAY values) with Kafka
 coordinates, and the four tables aggregated from them. :func:`bench_table` is a lazily
 generated table of any size for the benchmark.
@@ -56,8 +56,8 @@ from typing import Any
 
 from aiohttp import web
 
-from app.loadgen import generate
 from models.derive import Blacklist, anonymize, blacklisted, flatten
+from tools.loadgen import generate
 
 __all__ = ["Dataset", "Knobs", "KsqlDBTestServer", "bench_table", "loadgen_datasets"]
 

@@ -27,17 +27,15 @@ import logging
 import socket
 import sys
 import time
-from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from app.errors import ConfigurationError, TxlakeError
-from app.feeds import Feed, load_feeds
-from app.security import kafka_client_options
-from app.settings import Settings
-from app.topics import faust_app_id
+from app.core.errors import ConfigurationError, TxlakeError
+from app.core.feeds import Feed, load_feeds
+from app.core.security import kafka_client_options
+from app.core.settings import Settings
 
 __all__ = ["demo_groups", "demo_topics", "figures", "reset_kafka"]
 
@@ -73,13 +71,13 @@ def require_local_services(settings: Settings) -> None:
 
 def demo_groups(settings: Settings) -> list[str]:
     """The consumer groups of the demo's worker: the stream fetcher's and the Faust app's."""
-    return [settings.kafka.group_id, faust_app_id(settings)]
+    return [settings.kafka.group_id, settings.faust_app_id]
 
 
 def demo_topics(settings: Settings, feeds: tuple[Feed, ...], existing: set[str]) -> list[str]:
     """The demo's topics among ``existing``: feeds, dead letters, deltas, and the Faust app's internal topics."""
     named = {feed.topic for feed in feeds} | {settings.dead_letter_topic, settings.table_deltas_topic}
-    internal_prefix = f"{faust_app_id(settings)}-"
+    internal_prefix = f"{settings.faust_app_id}-"
     return sorted(topic for topic in existing if topic in named or topic.startswith(internal_prefix))
 
 
@@ -127,7 +125,7 @@ async def reset_kafka(settings: Settings) -> tuple[list[str], list[str]]:
 def _lake_figures(settings: Settings, feeds: tuple[Feed, ...]) -> list[tuple[str, str]]:
     import duckdb
 
-    from app.report import lake_glob
+    from app.ops.report import lake_glob
 
     lines = []
     for feed in feeds:

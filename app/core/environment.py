@@ -1,6 +1,6 @@
 """The settings as the environment sees them: variable names, secret fields, typos, list values.
 
-Derived from the :class:`~app.settings.Settings` model itself, so a new field needs no second list:
+Derived from the :class:`~app.core.settings.Settings` model itself, so a new field needs no second list:
 
 * :func:`setting_variables` -- every ``TXLAKE_…`` variable that sets a field
   (``TXLAKE_LOG_LEVEL``, ``TXLAKE_MYSQL__PORT``, and ``TXLAKE_MYSQL`` for a whole section as JSON);
@@ -45,7 +45,7 @@ ENV_PREFIX = "TXLAKE_"
 NESTED = "__"
 
 NON_SETTING_VARIABLES = frozenset({
-    "TXLAKE_SECRETS_DIR",  # where the settings read secret files (app.settings)
+    "TXLAKE_SECRETS_DIR",  # where the settings read secret files (app.core.settings)
     "TXLAKE_KAFKA_PORT",  # the local broker's port (scripts/infra/kafka.sh)
     "TXLAKE_KAFKA_VERSION",  # the local broker's version (scripts/infra/kafka.sh)
 })

@@ -21,9 +21,9 @@ from datetime import date
 
 from pydantic import ValidationError
 
+from app.core.settings import Settings
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
-from app.settings import Settings
 
 __all__ = ["register"]
 

@@ -1,6 +1,6 @@
 """Replacing a lake day partition of a stream dataset while the streaming lake sink keeps writing it.
 
-How a stream export and the streaming path (:mod:`app.sinks.lake`) coexist, without a lock
+How a stream export and the streaming path (:mod:`app.lake.sink`) coexist, without a lock
 between them:
 
 * **The cut.** Before querying ksqlDB the export reads, per Kafka partition, the lake ledger's
@@ -36,8 +36,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.sinks.lake import DayPartition, LedgerEntry
-from app.sinks.lake_storage import CONTROL_DIR, LocalStorage
+from app.lake.ledger import LedgerEntry
+from app.lake.sink import DayPartition
+from app.lake.storage import CONTROL_DIR, LocalStorage
 
 __all__ = ["DaySwap", "FILE_NAME", "cut_of", "exchange", "recover_work", "work_root"]
 

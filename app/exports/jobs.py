@@ -17,11 +17,11 @@ import signal
 import sys
 import uuid
 
+from app.core.metrics import EXPORT_DURATION, EXPORT_ROWS, EXPORTS
+from app.core.settings import Settings
 from app.exports.lock import DatasetBusy, DatasetLock
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
-from app.metrics import EXPORT_DURATION, EXPORT_ROWS, EXPORTS
-from app.settings import Settings
 
 __all__ = ["ExportJobs"]
 
@@ -40,7 +40,7 @@ class ExportJobs:
 
     def __init__(self, settings: Settings, command: list[str] | None = None) -> None:
         self.settings = settings
-        self.command = command or [sys.executable, "-m", "app.cli", "export"]
+        self.command = command or [sys.executable, "-m", "app.ops.cli", "export"]
         self.jobs: dict[str, _Job] = {}
 
     def running(self, dataset: str) -> _Job | None:

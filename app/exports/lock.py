@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from app.errors import TxlakeError
-from app.settings import Settings
+from app.core.errors import TxlakeError
+from app.core.settings import Settings
 
 __all__ = ["DatasetBusy", "DatasetLock"]
 

@@ -11,15 +11,15 @@ import logging
 import time
 from collections.abc import Callable
 
-from app.errors import ConfigurationError, TxlakeError
+from app.core.errors import ConfigurationError, TxlakeError
+from app.core.feeds import Feed, load_feeds
+from app.core.settings import Settings
 from app.exports.lock import DatasetBusy, DatasetLock
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
 from app.exports.stream import ExportError, export_stream
 from app.exports.table import export_table
-from app.feeds import Feed, load_feeds
 from app.ksqldb import KsqlDBClient
-from app.settings import Settings
 from app.snapshots import table_spec
 
 __all__ = ["CANCELLABLE_PHASES", "resolve_feed", "run_export"]

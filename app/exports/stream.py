@@ -33,16 +33,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from app.errors import TxlakeError
+from app.core.errors import TxlakeError
+from app.core.feeds import Feed
+from app.core.settings import Settings
 from app.exports.day_swap import FILE_NAME, DaySwap, cut_of, recover_work, work_root
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
-from app.feeds import Feed
 from app.ksqldb import KsqlDBClient
-from app.settings import Settings
-from app.sinks.dimensions import DIMENSIONS, latest_rows
-from app.sinks.lake import DayPartition
+from app.lake.sink import DayPartition
 from app.snapshots.db import connect
+from models.dimensions import DIMENSIONS, latest_rows
 
 __all__ = ["ExportError", "export_stream"]
 

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pyarrow as pa
 
+from app.core.settings import Settings
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
 from app.ksqldb import KsqlDBClient, Query
-from app.settings import Settings
 from app.snapshots import Snapshotter
 
 __all__ = ["export_table"]

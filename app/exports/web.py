@@ -23,13 +23,13 @@ import faust
 from faust.web import View
 from pydantic import ValidationError
 
-from app.errors import ConfigurationError
+from app.core.errors import ConfigurationError
+from app.core.settings import Settings
 from app.exports.jobs import ExportJobs
 from app.exports.lock import DatasetBusy
 from app.exports.request import ExportRequest
 from app.exports.run import resolve_feed
 from app.exports.status import ExportStatus
-from app.settings import Settings
 
 __all__ = ["MAX_BODY_BYTES", "mount_exports"]
 

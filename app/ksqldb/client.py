@@ -34,6 +34,8 @@ from typing import Any, Literal
 import httpx
 import pyarrow as pa
 
+from app.core.retry import Backoff
+from app.core.settings import KsqlDBSettings
 from app.ksqldb.errors import (
     KsqlDBError,
     KsqlDBNotFound,
@@ -45,8 +47,6 @@ from app.ksqldb.errors import (
 )
 from app.ksqldb.framing import JsonArrayDecoder, LineDecoder
 from app.ksqldb.types import Column, parse_schema, parse_type, to_arrow_array
-from app.retry import Backoff
-from app.settings import KsqlDBSettings
 
 __all__ = ["DELIMITED", "KsqlDBClient", "Query", "rows_to_batch"]
 

@@ -6,7 +6,7 @@ digits of ``error_code`` are the HTTP status (40001 → 400). :func:`error_from_
 to the most specific class below; every class keeps ``error_code``, ``message`` and the HTTP
 ``status``.
 
-:class:`KsqlDBUnavailable` is a :class:`~app.errors.TransientError` (connection refused, 5xx,
+:class:`KsqlDBUnavailable` is a :class:`~app.core.errors.TransientError` (connection refused, 5xx,
 timeouts before a response started): the client retries it with backoff. Everything that fails
 *after* rows started to flow is a :class:`KsqlDBStreamError` and is never retried silently --
 the caller decides (an export aborts and leaves the previous state current).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.errors import TransientError, TxlakeError
+from app.core.errors import TransientError, TxlakeError
 
 __all__ = [
     "KsqlDBAuthError",

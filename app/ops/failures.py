@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from app.core.environment import variable_name
-from app.errors import ConfigurationError, TxlakeError
-from app.settings import Settings
+from app.core.errors import ConfigurationError, TxlakeError
+from app.core.settings import Settings
 
 __all__ = [
     "EXIT_FAILURE",

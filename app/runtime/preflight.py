@@ -19,10 +19,10 @@ import errno
 import socket
 import sys
 
-from app.errors import ConfigurationError
-from app.feeds import Feed
-from app.security import kafka_client_options, mysql_ssl_context
-from app.settings import Settings
+from app.core.errors import ConfigurationError
+from app.core.feeds import Feed
+from app.core.security import kafka_client_options, mysql_ssl_context
+from app.core.settings import Settings
 
 __all__ = ["preflight"]
 

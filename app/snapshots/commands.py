@@ -8,8 +8,8 @@ import json
 import sys
 from typing import Any
 
-from app.lake_catalog.render import table
-from app.settings import Settings
+from app.core.settings import Settings
+from app.lake.render import table
 from app.snapshots.errors import SnapshotError
 from app.snapshots.registry import VersionInfo
 from app.snapshots.tables import TABLES

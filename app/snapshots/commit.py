@@ -20,7 +20,7 @@ from typing import Any
 import aiomysql
 import pyarrow as pa
 
-from app.sinks.lake_storage import LakeStorage
+from app.lake.storage import LakeStorage
 from app.snapshots.errors import VersionLost
 from app.snapshots.files import read_batches
 from app.snapshots.registry import VersionInfo

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import aiomysql
 
-from app.settings import MySQLSettings
+from app.core.settings import MySQLSettings
 
 __all__ = ["connect"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import TxlakeError
+from app.core.errors import TxlakeError
 
 __all__ = ["SnapshotError", "VersionLost"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.lake_catalog.files import list_tree, native
-from app.sinks.lake_storage import LakeStorage, LocalStorage
+from app.lake.files import list_tree, native
+from app.lake.storage import LakeStorage, LocalStorage
 
 __all__ = ["VersionFileWriter", "read_batches"]
 

@@ -13,10 +13,10 @@ import logging
 
 import aiomysql
 
-from app.lake_catalog.catalog import catalog_is_current, version_dir, write_table_catalog
-from app.lake_catalog.files import list_tree, move_tree, remove_tree
-from app.settings import Settings
-from app.sinks.lake_storage import LakeStorage
+from app.core.settings import Settings
+from app.lake.catalog import catalog_is_current, version_dir, write_table_catalog
+from app.lake.files import list_tree, move_tree, remove_tree
+from app.lake.storage import LakeStorage
 from app.snapshots.db import connect
 from app.snapshots.files import VersionFileWriter
 from app.snapshots.registry import VersionInfo, list_versions, mark_published

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import aiomysql
 
-from app.lake_catalog.files import remove_tree
-from app.metrics import SNAPSHOT_VERSIONS
-from app.settings import Settings
-from app.sinks.lake_storage import LakeStorage
+from app.core.metrics import SNAPSHOT_VERSIONS
+from app.core.settings import Settings
+from app.lake.files import remove_tree
+from app.lake.storage import LakeStorage
 from app.snapshots.publish import publish_version
 from app.snapshots.registry import clear_path, list_versions
 

@@ -12,9 +12,9 @@ import logging
 
 import aiomysql
 
-from app.lake_catalog.files import remove_tree
-from app.metrics import SNAPSHOT_VERSIONS
-from app.sinks.lake_storage import LakeStorage
+from app.core.metrics import SNAPSHOT_VERSIONS
+from app.lake.files import remove_tree
+from app.lake.storage import LakeStorage
 from app.snapshots.publish import refresh_catalog
 from app.snapshots.registry import VersionInfo, clear_path, list_versions
 from app.snapshots.tables import TableSpec

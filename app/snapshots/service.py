@@ -38,10 +38,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from app.lake_catalog.files import remove_tree
-from app.metrics import SNAPSHOT_DURATION, SNAPSHOT_LATEST_VERSION, SNAPSHOT_VERSIONS
-from app.settings import Settings
-from app.sinks.lake_storage import LakeStorage, open_lake_storage
+from app.core.metrics import SNAPSHOT_DURATION, SNAPSHOT_LATEST_VERSION, SNAPSHOT_VERSIONS
+from app.core.settings import Settings
+from app.lake.files import remove_tree
+from app.lake.storage import LakeStorage, open_lake_storage
 from app.snapshots.commit import commit_version
 from app.snapshots.db import connect
 from app.snapshots.errors import SnapshotError, VersionLost

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from app.settings import MySQLSettings
+from app.core.settings import MySQLSettings
 from app.snapshots.db import connect
 from app.snapshots.errors import SnapshotError
 from app.snapshots.tables import TableSpec

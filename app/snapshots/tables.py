@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from app.errors import ConfigurationError
+from app.core.errors import ConfigurationError
 
 __all__ = ["TABLES", "DimensionRef", "TableSpec", "table_spec"]
 

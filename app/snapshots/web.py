@@ -20,8 +20,8 @@ from typing import Any
 import faust
 from faust.web import View
 
-from app.errors import ConfigurationError
-from app.settings import Settings
+from app.core.errors import ConfigurationError
+from app.core.settings import Settings
 from app.snapshots.errors import SnapshotError
 from app.snapshots.schedule import fire_time
 from app.snapshots.service import Snapshotter

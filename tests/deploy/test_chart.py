@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from app.core.environment import secret_settings, setting_variables, variable_name
-from app.settings import Settings
-from tools.chart_settings import CHART_SETTINGS, render as render_chart_settings
+from app.core.settings import Settings
+from tools.chart_settings import CHART_SETTINGS
+from tools.chart_settings import render as render_chart_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HELM = REPO_ROOT / ".infra" / "tools" / "helm"

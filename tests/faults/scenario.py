@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.progress import feed_progress, wait_until_landed
+from app.ops.progress import feed_progress, wait_until_landed
 from tests.integration.harness import REPO_ROOT, TXLAKE, Deployment, WorkerProcess, produce_demo
 
 TRANSACTIONS = 56_000  # x ~3.66 messages per transaction (4 streams) = ~205,000 messages

@@ -8,7 +8,7 @@ import aiomysql
 import httpx
 import pytest
 
-from app.progress import feed_progress
+from app.ops.progress import feed_progress
 from tests.faults.scenario import RssProbe, finish, metric, start_load, wait_for_progress
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(900)]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.landing import reason_of
+from app.runtime.landing import reason_of
 from models.arrow import RECORD_KINDS
 from models.transaction import InvalidRecord, decode
 from tests.faults.scenario import record_result

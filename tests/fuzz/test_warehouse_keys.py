@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import aiomysql
 import pytest
 
-from app.feeds import Feed
-from app.loadgen import generate
-from app.settings import MySQLSettings
-from app.sinks.base import Batch
-from app.sinks.warehouse import WarehouseSink
+from app.core.feeds import Feed
+from app.core.settings import MySQLSettings
+from app.core.sink import Batch
+from app.warehouse.sink import WarehouseSink
 from tests.integration.harness import fetch_all
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 

@@ -4,15 +4,14 @@ reason, accepted ones verbatim in the lake and the dimensions, the worker still 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 
-from app.landing import reason_of
-from app.progress import wait_until_landed
-from app.verify import verify_deployment
+from app.ops.progress import wait_until_landed
+from app.ops.verify.deployment import verify_deployment
+from app.runtime.landing import reason_of
 from models.arrow import RECORD_KINDS
 from models.transaction import InvalidRecord, decode
 from tests.faults.scenario import record_result

@@ -15,9 +15,9 @@ so the tests must run as the OS user root, like the scripts).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import concurrent.futures
 import os
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,7 @@ MYSQL_PORT = int(os.environ.get("TXLAKE_MYSQL__PORT", "3307"))
 MYSQL_APP_USER = os.environ.get("TXLAKE_MYSQL__USER", "txlake")
 MYSQL_APP_PASSWORD = os.environ.get("TXLAKE_MYSQL__PASSWORD", "txlake-local")
 
-from app.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql  # noqa: F401 - SQL_DIR re-exported for test_schema
+from tests.sql_scripts import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql  # noqa: F401 - SQL_DIR re-exported for test_schema
 
 
 def _quote_ident(name: str) -> str:

@@ -17,11 +17,11 @@ import aiomysql
 import pyarrow.dataset as ds
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.feeds import Feed, load_feeds
-from app.loadgen import StreamTopics, produce
-from app.settings import Settings
-from agents.tables import state_table_names
-from app.topics import create_topics, faust_app_id
+from app.core.feeds import Feed, load_feeds
+from app.core.settings import Settings
+from app.ops.topics import create_topics
+from app.tables.state import state_table_names
+from tools.loadgen import StreamTopics, produce
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TXLAKE = str(REPO_ROOT / ".venv" / "bin" / "txlake")
@@ -105,7 +105,7 @@ async def delete_deployment_topics(deployment: Deployment) -> None:
         existing = set(await admin.list_topics())
         owned = [feed.topic for feed in deployment.feeds] + [deployment.settings.dead_letter_topic]
         owned += [deployment.settings.table_deltas_topic]
-        owned += [f"{faust_app_id(deployment.settings)}-{name}-changelog" for name in state_table_names()]
+        owned += [f"{deployment.settings.faust_app_id}-{name}-changelog" for name in state_table_names()]
         await admin.delete_topics([topic for topic in owned if topic in existing])
     finally:
         await admin.close()

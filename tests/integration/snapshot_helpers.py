@@ -8,7 +8,7 @@ from typing import Any
 
 import aiomysql
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 __all__ = ["fetchall", "live_settings", "write_live"]
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pyarrow as pa
 
 import app.snapshots.commit as commit_module
-from app.settings import Settings
+from app.core.settings import Settings
 from app.snapshots import Snapshotter, table_spec
 
 

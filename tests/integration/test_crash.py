@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.loadgen import generate
-from app.progress import feed_progress, wait_until_landed
+from app.ops.progress import feed_progress, wait_until_landed
 from models.derive import flatten
 from tests.integration.harness import (
     expected_days,
@@ -20,6 +19,7 @@ from tests.integration.harness import (
     read_lake,
     rows_per_day,
 )
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(600)]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from tests.integration.export_helpers import ExportProcess, kafka_stream_dataset
 from tests.integration.harness import fetch_all, produce_demo, read_lake
 from tests.ksqldb_server import _TX_COLUMNS, Knobs, KsqlDBTestServer

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from app.settings import Settings
+from app.core.settings import Settings
 from app.snapshots import Snapshotter
 from tests.integration.export_helpers import ExportProcess, serving
 from tests.integration.snapshot_helpers import fetchall

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.loadgen import generate
-from app.progress import feed_progress, wait_until_landed
+from app.ops.progress import feed_progress, wait_until_landed
 from tests.integration.harness import (
     REPO_ROOT,
     fetch_all,
@@ -18,6 +17,7 @@ from tests.integration.harness import (
     produce_demo,
     read_lake,
 )
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from app.core.settings import KsqlDBSettings
 from app.ksqldb import (
     KsqlDBAuthError,
     KsqlDBBadStatement,
@@ -20,7 +21,6 @@ from app.ksqldb import (
     KsqlDBUnavailable,
     write_parquet,
 )
-from app.settings import KsqlDBSettings
 from tests.ksqldb_server import Knobs, KsqlDBTestServer, loadgen_datasets
 
 DATASETS = loadgen_datasets(600)

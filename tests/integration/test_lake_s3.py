@@ -8,7 +8,6 @@ bucket and lands under ``s3://<bucket>/lake``. Kafka and MariaDB are not needed.
 from __future__ import annotations
 
 import asyncio
-
 import socket
 import subprocess
 import sys
@@ -24,13 +23,14 @@ import pytest
 from pyarrow import fs as pafs
 from pydantic import SecretStr
 
-from app.errors import LakeSinkError
-from app.feeds import Feed
-from app.loadgen import generate
-from app.settings import LakeSettings
-from app.sinks.base import Batch
-from app.sinks.lake import LakeSink, read_landed_through
-from app.sinks.lake_storage import ObjectStorage, open_lake_storage
+from app.core.errors import LakeSinkError
+from app.core.feeds import Feed
+from app.core.settings import LakeSettings
+from app.core.sink import Batch
+from app.lake.ledger import read_landed_through
+from app.lake.sink import LakeSink
+from app.lake.storage import ObjectStorage, open_lake_storage
+from tools.loadgen import generate
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +161,7 @@ async def test_a_batch_spanning_days_lands_one_object_per_day(lake, records):
     assert read_landed_through(_storage(lake), FEED.dataset, "tx", 0) == len(records) - 1
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == len(records) - 1
     assert read_landed_through(lake, FEED.dataset, "tx", 1) == -1
-    assert sink.landed_through(FEED.dataset, "tx", 0) == len(records) - 1
+    assert await sink.position(FEED, 0) == len(records) - 1
 
 
 async def test_replays_are_skipped_and_overlaps_land_only_the_new_part(lake, records):
@@ -223,7 +223,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     def die(*_args, **_kwargs):
         raise SystemExit("killed before the ledger PUT")
 
-    monkeypatch.setattr("app.sinks.lake._write_durably", die)
+    monkeypatch.setattr("app.lake.ledger._write_durably", die)
     with pytest.raises(SystemExit):
         sink.write_sync(_batch(records[100:], first_offset=100))
     monkeypatch.undo()
@@ -235,7 +235,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == 99
 
     restarted = LakeSink.from_settings(lake.model_copy(update={"staging_grace_s": 0}))
-    assert restarted.landed_through(FEED.dataset, "tx", 0) == 99  # recovery deleted the staged objects
+    assert await restarted.position(FEED, 0) == 99  # recovery deleted the staged objects
     assert not _objects(lake, "_txlake/staging")
     assert await restarted.write(_batch(records[100:], first_offset=100)) == 200
     assert sorted(_visible(lake).column("_kafka_offset").to_pylist()) == list(range(300))
@@ -265,7 +265,7 @@ async def test_probe_and_start_work_and_fail_against_a_missing_bucket(lake, s3_e
 
 
 async def test_the_report_counts_rows_per_day_over_s3(lake, records):
-    from app.report import lake_rows_per_day
+    from app.ops.report import lake_rows_per_day
 
     assert lake_rows_per_day(lake, FEED) == []
     await LakeSink.from_settings(lake).write(_batch(records))
@@ -279,7 +279,7 @@ async def test_the_report_counts_rows_per_day_over_s3(lake, records):
 
 
 async def test_the_report_summarizes_transactions_over_s3(lake, records):
-    from app.report import _s3_transactions_summary
+    from app.ops.report import _s3_transactions_summary
 
     assert _s3_transactions_summary(lake, FEED) is None
     await LakeSink.from_settings(lake).write(_batch(records))
@@ -293,10 +293,10 @@ async def test_the_worker_lands_the_streams_in_an_s3_lake(lake, deploy):
     """The real worker process with ``TXLAKE_LAKE__ROOT=s3://…``: every stream lands exactly once."""
     from datetime import UTC, datetime
 
-    from app.loadgen import generate
-    from app.progress import wait_until_landed
+    from app.ops.progress import wait_until_landed
     from models.derive import flatten
     from tests.integration.harness import produce_demo
+    from tools.loadgen import generate
 
     now = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
     deployment = await deploy(

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.loadgen import StreamTopics, generate, produce
 from models.derive import Blacklist
 from models.transaction import BlacklistedTransaction, FlattenedLine, Transaction, decode
+from tools.loadgen import StreamTopics, generate, produce
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.loadgen import generate
-from app.progress import wait_until_landed
-from tests.integration.test_tables import assert_tables_match, expected_tables, landed_tables
+from app.ops.progress import wait_until_landed
 from tests.integration.harness import (
     fetch_all,
     free_port,
@@ -18,6 +16,8 @@ from tests.integration.harness import (
     produce_demo,
     read_lake,
 )
+from tests.integration.test_tables import assert_tables_match, expected_tables, landed_tables
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -10,7 +10,7 @@ import httpx
 import pymysql
 import pytest
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from tests.integration.harness import produce_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from app.lake_catalog.catalog import describe_dataset, read_latest
+from app.lake.catalog import describe_dataset, read_latest
 from app.snapshots import Snapshotter
 from app.snapshots.commit import commit_version
 from app.snapshots.db import connect

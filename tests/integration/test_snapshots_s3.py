@@ -8,9 +8,9 @@ from decimal import Decimal
 import pyarrow.dataset as ds
 import pytest
 
-from app.lake_catalog.catalog import describe_dataset, list_datasets, read_latest
-from app.lake_catalog.files import list_tree
-from app.settings import Settings
+from app.core.settings import Settings
+from app.lake.catalog import describe_dataset, list_datasets, read_latest
+from app.lake.files import list_tree
 from app.snapshots import Snapshotter
 from tests.integration.snapshot_helpers import write_live
 from tests.integration.test_lake_s3 import lake as s3_lake  # noqa: F401 - fixture

@@ -18,11 +18,11 @@ import aiomysql
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from app.loadgen import generate
-from app.progress import feed_progress, wait_until_landed
-from app.rates import load_rates
+from app.ops.progress import feed_progress, wait_until_landed
+from app.tables.rates import load_rates
 from models.transaction import to_wire
 from tests.integration.harness import fetch_all, produce_demo
+from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -299,8 +299,7 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     that partition nothing reveals the gap -- the agent's tail check must find and apply it."""
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-    from app.table_deltas import delta_messages
-    from app.topics import faust_app_id
+    from app.tables.deltas import delta_messages
 
     deployment = await deploy(2, TXLAKE_BATCHING__ROTATE_INTERVAL_MS="300")
     await produce_demo(deployment, 300, seed=41, now=NOW)
@@ -323,7 +322,7 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     finally:
         await producer.stop()
     committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                 group_id=faust_app_id(settings), enable_auto_commit=False)
+                                 group_id=settings.faust_app_id, enable_auto_commit=False)
     await committer.start()
     try:
         committer.assign([TopicPartition(deltas_topic, p) for p in written])

@@ -11,8 +11,8 @@ import aiomysql
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.progress import wait_until_landed
-from app.verify import verify_deployment
+from app.ops.progress import wait_until_landed
+from app.ops.verify.deployment import verify_deployment
 from tests.integration.harness import TXLAKE, fetch_all, produce_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

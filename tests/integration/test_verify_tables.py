@@ -11,7 +11,7 @@ import aiomysql
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.progress import wait_until_landed
+from app.ops.progress import wait_until_landed
 from tests.integration.harness import TXLAKE, fetch_all, produce_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

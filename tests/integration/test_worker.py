@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.progress import wait_until_landed
-from app.report import lake_glob
+from app.ops.progress import wait_until_landed
+from app.ops.report import lake_glob
 from models.derive import blacklisted, flatten
 from tests.integration.harness import (
     expected_days,
@@ -80,7 +80,7 @@ async def test_streams_land_exactly_with_dead_letters_and_dimensions(deploy, war
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=180)
     assert worker.alive(), worker.log()[-3000:]
 
-    from app.loadgen import generate
+    from tools.loadgen import generate
 
     produced = list(generate(COUNT, seed=SEED, now=NOW))
     lines = [line for tx in produced for line in flatten(tx)]

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
-from tests.unit.test_models import raw
 
 from models.arrow import RECORD_KINDS
 from models.derive import Blacklist, blacklisted, flatten
 from models.transaction import BlacklistedTransaction, FlattenedLine, Transaction, decode
+from tests.unit.test_models import raw
 
 PRODUCT = pa.struct(
     [

@@ -1,6 +1,6 @@
 """The command line's first touch, without services: help, version, usage and configuration errors.
 
-Each case runs ``python -m app.cli`` as a user would, in a clean environment (no ``TXLAKE_``
+Each case runs ``python -m app.ops.cli`` as a user would, in a clean environment (no ``TXLAKE_``
 variable of the test run), and checks the exit status and that stderr is one line -- a
 traceback only with ``--debug``.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
-from app.settings import Settings
+from app.core.settings import Settings
+from app.ops.cli import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def txlake(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {name: value for name, value in os.environ.items() if not name.upper().startswith("TXLAKE_")}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "app.ops.cli", *args],
         cwd=cwd or REPO_ROOT,
         env={**clean, "PYTHONPATH": str(REPO_ROOT), **env},
         capture_output=True,

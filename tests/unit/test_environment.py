@@ -8,8 +8,8 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from app.core.environment import secret_settings, setting_variables, unknown_variables, variable_name
-from app.logs import EXPECTED_NOISE, quiet_expected_noise
-from app.settings import Settings
+from app.core.logs import EXPECTED_NOISE, quiet_expected_noise
+from app.core.settings import Settings
 
 
 def test_every_field_has_its_variable():

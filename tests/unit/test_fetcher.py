@@ -7,12 +7,13 @@ tests; here the consumer is a stand-in that returns scripted ``getmany()`` resul
 from __future__ import annotations
 
 import asyncio
+
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from app.feeds import Feed
-from app.fetcher import StreamFetcher
-from app.settings import Settings
+from app.core.feeds import Feed
+from app.core.settings import Settings
+from app.runtime.fetcher import StreamFetcher
 
 FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
 P0, P1 = TopicPartition("tx", 0), TopicPartition("tx", 1)
@@ -95,7 +96,7 @@ async def test_a_chunk_that_waited_the_rotate_interval_is_handed_over():
 
 
 async def test_a_feed_with_too_many_batches_in_flight_is_paused():
-    from app.fetcher import MAX_IN_FLIGHT
+    from app.runtime.fetcher import MAX_IN_FLIGHT
 
     script = [{P0: _records(P0, i * 3, i * 3 + 2)} for i in range(MAX_IN_FLIGHT + 1)]
     fetcher, delivered = await _run(script, land=False)
@@ -112,9 +113,9 @@ async def test_a_feed_with_too_many_batches_in_flight_is_paused():
 
 async def test_a_feed_with_too_many_messages_in_flight_is_paused(monkeypatch):
     # Larger batches (a raised flush_size) hold more memory each: the bound counts messages too.
-    import app.fetcher
+    import app.runtime.fetcher
 
-    monkeypatch.setattr(app.fetcher, "MAX_IN_FLIGHT_MESSAGES", 6)
+    monkeypatch.setattr(app.runtime.fetcher, "MAX_IN_FLIGHT_MESSAGES", 6)
     script = [{P0: _records(P0, i * 3, i * 3 + 2)} for i in range(2)]
     fetcher, delivered = await _run(script, land=False)
     fetcher._apply_backpressure()

@@ -13,10 +13,10 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
-from app import loadgen
-from app.loadgen import StreamTopics, generate, produce
 from models.derive import Blacklist
 from models.transaction import BlacklistedTransaction, FlattenedLine, Transaction, decode, to_wire
+from tools import loadgen
+from tools.loadgen import StreamTopics, generate, produce
 
 NOW = datetime(2026, 11, 24, 12, 30, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -102,12 +102,6 @@ def test_users_change_over_time() -> None:
     assert len(changed) >= 20
     cities = {user: {city for city, _ in details} for user, details in seen.items()}
     assert any(len(found) > 1 for found in cities.values())
-
-
-def test_generation_is_fast() -> None:
-    started = time.perf_counter()
-    assert len(sample(20_000)) == 20_000
-    assert 20_000 / (time.perf_counter() - started) > 25_000  # measured ~160k/s; slack for CI
 
 
 def test_bad_arguments() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.feeds import load_feeds
-from app.report import lake_rows_per_day
-from app.settings import LakeSettings, Settings
+from app.core.feeds import load_feeds
+from app.core.settings import LakeSettings, Settings
+from app.ops.report import lake_rows_per_day
 
 
 def test_rows_per_day_in_months_and_days_written_with_a_leading_zero(tmp_path):

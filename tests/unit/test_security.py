@@ -11,9 +11,9 @@ import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from app.cli import main
-from app.security import faust_broker_credentials, kafka_client_options, mysql_ssl_context
-from app.settings import KafkaSettings, MySQLSettings, Settings
+from app.core.security import faust_broker_credentials, kafka_client_options, mysql_ssl_context
+from app.core.settings import KafkaSettings, MySQLSettings, Settings
+from app.ops.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_CLIENTS = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient"}

@@ -11,17 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from app.lake_catalog.catalog import (
+from app.core.settings import Settings, SnapshotSettings, WebSettings
+from app.lake.catalog import (
     catalog_is_current,
     describe_dataset,
     list_datasets,
     read_latest,
     write_table_catalog,
 )
-from app.lake_catalog.files import list_tree, move_tree, remove_tree
-from app.lake_catalog.render import human_bytes, table
-from app.settings import Settings, SnapshotSettings, WebSettings
-from app.sinks.lake_storage import LocalStorage
+from app.lake.files import list_tree, move_tree, remove_tree
+from app.lake.render import human_bytes, table
+from app.lake.storage import LocalStorage
 from app.snapshots.errors import SnapshotError
 from app.snapshots.files import VersionFileWriter, read_batches
 from app.snapshots.registry import VersionInfo

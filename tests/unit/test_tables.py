@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from app.loadgen import generate
-from app.rates import load_rates
-from app.table_deltas import MAX_KEYS_PER_MESSAGE, delta_messages, partition_of, read_delta
+from app.tables.deltas import MAX_KEYS_PER_MESSAGE, delta_messages, partition_of, read_delta
+from app.tables.rates import load_rates
 from models.aggregates import AGGREGATORS, Buyers, contributions
 from models.tables import TABLES, InvalidRecord, decode_row, encode_key, encode_value
 from models.transaction import Product
+from tools.loadgen import generate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RATES = {"EUR": Decimal("1"), "USD": Decimal("0.92")}
@@ -163,7 +163,7 @@ def test_large_batches_are_split_between_keys():
 
 
 def test_rates_file_must_hold_positive_decimals(tmp_path):
-    from app.errors import ConfigurationError
+    from app.core.errors import ConfigurationError
 
     good = tmp_path / "rates.toml"
     good.write_text('EUR = "1"\nUSD = "0.92"\n')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.verify.reconcile import PartitionPositions, offset_ranges, reconcile_partition
+from app.ops.verify.reconcile import PartitionPositions, offset_ranges, reconcile_partition
 
 
 def _positions(**overrides) -> PartitionPositions:

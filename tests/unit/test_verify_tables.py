@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from app.verify.tables import (
+from app.ops.verify.tables import (
     SHOWN_KEYS,
     ChangelogPositions,
     compare_live_state,

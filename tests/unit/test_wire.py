@@ -19,11 +19,11 @@ import msgspec
 import pytest
 from pydantic import ValidationError, field_validator
 
-from app.loadgen import generate
 from models.derive import Blacklist, blacklisted, flatten
 from models.transaction import BlacklistedTransaction, FlattenedLine, Record, Transaction, User, to_wire
 from models.wire import fast_decoder
 from tests.unit import test_models
+from tools.loadgen import generate
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -181,8 +181,8 @@ def test_flattened_line_mutations_agree() -> None:
 
 
 def test_the_landing_decodes_a_mixed_batch_through_both_paths() -> None:
-    from app.feeds import Feed
-    from app.landing import FeedLanding, RawMessage
+    from app.core.feeds import Feed
+    from app.runtime.landing import FeedLanding, RawMessage
 
     feed = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
     landing = FeedLanding(feed, [], dead_letters=None, backoff=None)  # type: ignore[arg-type] # decode only
@@ -209,8 +209,8 @@ def test_the_landing_decodes_a_mixed_batch_through_both_paths() -> None:
 
 
 def test_both_paths_give_the_same_arrow_rows_and_dimension_rows() -> None:
-    from app.sinks.dimensions import DIMENSIONS, latest_rows
     from models.arrow import RECORD_KINDS
+    from models.dimensions import DIMENSIONS, latest_rows
 
     txs = list(generate(300, seed=9, now=NOW))
     raws = [to_wire(tx) for tx in txs]

@@ -1,0 +1,371 @@
+"""txlake's settings: one frozen object, built once at start and passed down.
+
+Sources, highest priority first:
+
+1. keyword arguments (tests),
+2. environment variables, prefix ``TXLAKE_``, nested sections split by ``__``
+   (``TXLAKE_MYSQL__HOST``, ``TXLAKE_BATCHING__FLUSH_SIZE``),
+3. a ``.env`` file in the working directory,
+4. secret files, one value per file, named like the variable without the
+   prefix (``mysql__password``, ``anonymization__key``) in the directory
+   ``TXLAKE_SECRETS_DIR`` (default ``/run/secrets/txlake``) -- how Kubernetes
+   mounts a Secret as a volume,
+5. the defaults below, which work with the local services of ``scripts/infra``.
+
+List settings (``TXLAKE_BLACKLIST__COUNTRIES``) take a JSON list or comma-separated values
+(:mod:`app.core.environment`). Secrets are :class:`~pydantic.SecretStr`: printing or logging the
+settings shows ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from app.core.environment import ListFriendlyDotEnvSource, ListFriendlyEnvSource
+from models.derive import Blacklist
+
+__all__ = [
+    "AnonymizationSettings",
+    "BatchingSettings",
+    "ErrorsSettings",
+    "HealthSettings",
+    "KafkaSettings",
+    "KsqlDBSettings",
+    "LakeSettings",
+    "MySQLSettings",
+    "Settings",
+    "SnapshotSettings",
+    "WebSettings",
+]
+
+DEFAULT_SECRETS_DIR = "/run/secrets/txlake"
+LOCAL_ANONYMIZATION_KEY = "txlake-local-demo-key"  # the local demo's key: never for real data
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where the worker consumes from and how it identifies itself."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list (Kafka's bootstrap.servers)."
+    )
+    group_id: str = Field(
+        "txlake",
+        description="Consumer group id, also the Faust app id. Workers with the same id share the partitions.",
+    )
+    commit_interval_ms: int = Field(
+        2800, ge=100, description="How often the offsets of landed batches are committed to Kafka."
+    )
+    session_timeout_ms: int = Field(
+        30_000,
+        ge=6000,
+        description="session.timeout.ms: how long the group waits for a silent (killed) worker before "
+        "handing its partitions to the others.",
+    )
+    heartbeat_interval_ms: int = Field(3000, ge=100, description="heartbeat.interval.ms; keep below a third of the session timeout.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol of every Kafka client txlake creates (and Faust's)."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="sasl.mechanism for SASL_PLAINTEXT / SASL_SSL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret: env or secret file).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates; unset: the system CAs.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    ssl_key_password: SecretStr | None = Field(None, description="Password of ssl_keyfile, if encrypted (secret).")
+
+
+class MySQLSettings(_Section):
+    """The warehouse connection (MySQL 8 or MariaDB 10.6+)."""
+
+    host: str = "127.0.0.1"
+    port: int = 3307
+    user: str = "txlake"
+    password: SecretStr = SecretStr("txlake-local")
+    database: str = "txlake"
+    pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the warehouse sink.")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ssl_mode: Literal["disabled", "required", "verify_ca", "verify_identity"] = Field(
+        "disabled",
+        description="TLS to MySQL, MySQL's --ssl-mode names: required encrypts, verify_ca also checks the "
+        "server certificate against ssl_ca, verify_identity also checks the host name.",
+    )
+    ssl_ca: Path | None = Field(None, description="CA that signed the MySQL server certificate; unset: the system CAs.")
+    lock_wait_timeout_s: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="Longest wait for a table or row lock (session lock_wait_timeout and innodb_lock_wait_timeout). "
+        "A lock held longer by another session (LOCK TABLES, a long DDL or backup) fails the batch, which "
+        "is retried with backoff, instead of hanging the partition silently for the server's default (a day).",
+    )
+
+
+class LakeSettings(_Section):
+    """Where the Parquet lake lives."""
+
+    root: Path | str = Field(
+        Path("lake"),
+        description="Lake root: a local directory, or s3://bucket/prefix for an S3 (or S3-compatible) lake "
+        "shared by every pod. Datasets live under streams/ and tables/.",
+    )
+    compression: str = Field("snappy", description="Parquet codec (snappy, zstd, gzip, none).")
+    fsync: bool = Field(
+        True,
+        description="fsync data files and the ledger before a batch counts as landed (survives power loss, "
+        "not only process crashes). Off is safe against process crashes and faster on slow disks. "
+        "Ignored for S3 (an upload is durable once acknowledged).",
+    )
+    staging_grace_s: float = Field(
+        600.0,
+        ge=0,
+        description="Uncommitted staged files (left by a crash, invisible to readers) are deleted once "
+        "this old; younger ones may belong to a worker still landing during a rebalance.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint for S3-compatible stores (MinIO, Ceph, ...); unset: AWS S3."
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: the AWS SDK's default (AWS_REGION, profile).")
+    s3_access_key_id: str | None = Field(
+        None, description="S3 access key; unset: the standard AWS credential chain (env, IRSA, instance profile)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key, with s3_access_key_id.")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _local_path_or_s3_uri(cls, value: object) -> object:
+        """``s3://…`` stays a string (a Path would fold its ``//``); anything else is a local Path."""
+        if isinstance(value, str) and not value.lower().startswith("s3://"):
+            return Path(value)
+        return value
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether the lake lives in S3 rather than a local directory."""
+        return isinstance(self.root, str)
+
+
+class BatchingSettings(_Section):
+    """When a batch is flushed: whichever comes first (Kafka Connect's S3 sink vocabulary)."""
+
+    flush_size: int = Field(1000, ge=1, le=100_000, description="Records per batch.")
+    rotate_interval_ms: int = Field(
+        30_000, ge=10, description="Longest wait for a batch to fill, counted from the previous flush."
+    )
+
+
+class ErrorsSettings(_Section):
+    """What happens to bad records and failing sinks."""
+
+    deadletterqueue_topic_name: str = Field(
+        "txlake-dead-letters",
+        description="Topic that receives undecodable or invalid records (errors.deadletterqueue.topic.name).",
+    )
+    retry_backoff_ms: int = Field(200, ge=1, description="First wait before a failed sink write is retried.")
+    retry_backoff_max_ms: int = Field(30_000, ge=1, description="Longest wait between two retries.")
+
+
+class AnonymizationSettings(_Section):
+    """The keyed hash behind the anonymized stream."""
+
+    key: SecretStr = Field(
+        SecretStr(LOCAL_ANONYMIZATION_KEY),
+        description="HMAC key; set a real secret in production (the same on every worker).",
+    )
+
+
+class WebSettings(_Section):
+    """The worker's HTTP server (metrics and health)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(6066, ge=1, le=65535)
+    max_request_bytes: int = Field(
+        65_536, ge=0, description="Largest request body the web server accepts (413 above; 411 without a length)."
+    )
+    faust_sensors: bool = Field(
+        True,
+        description="Also export Faust's own per-message sensors (faust_*) on /metrics. They update "
+        "labelled metrics for every message: off saves ~15-20% CPU at high rates.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required by POST /snapshots/{table} and /exports; unset: taking snapshots "
+        "over HTTP is disabled (403) and /exports is off (404), never open. "
+        "Reading (GET /snapshots) needs no token.",
+    )
+
+
+class KsqlDBSettings(_Section):
+    """The ksqlDB server that batch exports read from (REST API)."""
+
+    url: str = Field("http://127.0.0.1:8088", description="ksqlDB REST endpoint (https:// for TLS).")
+    username: str | None = Field(None, description="Basic auth user; unset: no authentication.")
+    password: SecretStr | None = Field(None, description="Basic auth password, with username.")
+    ca_file: Path | None = Field(None, description="PEM file of the CA that signed the server certificate.")
+    verify: bool = Field(True, description="Verify the server's TLS certificate (off only for a lab).")
+    http2: bool = Field(True, description="Use HTTP/2 when the server offers it over TLS (needs the h2 package).")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Time to open a connection.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Longest silence (no byte at all) inside a response.")
+    stall_timeout_s: float = Field(
+        300.0, gt=0, description="Longest time a query may send keep-alives without a row before it counts as stalled."
+    )
+    retries: int = Field(4, ge=0, le=20, description="Retries of a request that failed before any row arrived.")
+    retry_backoff_s: float = Field(0.5, gt=0, description="First wait between retries (doubles, with jitter).")
+
+
+class SnapshotSettings(_Section):
+    """Snapshot versions of the four tables (README "Snapshot versions")."""
+
+    schedule: str | None = Field(
+        "0 0 * * *",
+        description="Cron expression (UTC) for scheduled versions of every table; empty/null: no schedule.",
+    )
+    retention_versions: int = Field(
+        30, ge=1, description="Complete versions kept per table; older ones expire (rows and lake files removed)."
+    )
+    lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A building version whose taker has not renewed its lease for this long is failed by recovery.",
+    )
+    maintenance_interval_s: float = Field(
+        60.0, gt=0, description="How often a worker runs recovery (fail abandoned, publish pending) and retention."
+    )
+    rows_per_file: int = Field(1_000_000, ge=1, description="Rows per Parquet file of a version.")
+    row_group_rows: int = Field(65_536, ge=1, description="Rows per Parquet row group (memory per taker).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
+
+
+class TablesSettings(_Section):
+    """The four tables: derived by txlake itself, or read from ksqlDB's changelog topics."""
+
+    derive: bool = Field(
+        True,
+        description="Derive the four tables from the transaction stream (Faust tables) and write their "
+        "changelog topics in ksqlDB's format. Turn off where ksqlDB produces those topics.",
+    )
+    deltas_topic: str = Field(
+        "txlake-table-deltas",
+        description="Internal topic carrying per-key contributions from the transaction stream to the "
+        "table partitions (co-partitioned with the transaction topic).",
+    )
+    exchange_rates_file: Path | None = Field(
+        None, description="TOML file of EUR rates (CURRENCY = \"rate\"); default: the file shipped with txlake."
+    )
+
+
+class HealthSettings(_Section):
+    """Liveness and lag polling."""
+
+    stall_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="/livez fails when a partition has lag but its feed took no batch for this long "
+        "(keep it above rotate_interval_ms).",
+    )
+    lag_interval_s: float = Field(15.0, gt=0, description="How often consumer lag is polled from Kafka.")
+
+
+class Settings(BaseSettings):
+    """Everything txlake reads from its environment. Immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TXLAKE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    mysql: MySQLSettings = MySQLSettings()
+    lake: LakeSettings = LakeSettings()
+    batching: BatchingSettings = BatchingSettings()
+    errors: ErrorsSettings = ErrorsSettings()
+    anonymization: AnonymizationSettings = AnonymizationSettings()
+    blacklist: Blacklist = Blacklist()
+    web: WebSettings = WebSettings()
+    health: HealthSettings = HealthSettings()
+    tables: TablesSettings = TablesSettings()
+    ksqldb: KsqlDBSettings = KsqlDBSettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
+    feeds_file: Path | None = Field(
+        None, description="TOML file describing the feeds; default: the feeds.toml shipped with txlake."
+    )
+    topic_suffix: str = Field(
+        "", description="Appended to every feed topic and the dead-letter topic (isolates tests and demos)."
+    )
+    datadir: Path = Field(Path(".txlake"), description="Faust's local state directory.")
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field("json", description="json lines for log shippers, text by hand.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets = NestedSecretsSettingsSource(
+            file_secret_settings,
+            secrets_dir=os.environ.get("TXLAKE_SECRETS_DIR", DEFAULT_SECRETS_DIR),
+            secrets_dir_missing="ok",
+            secrets_prefix="",
+        )
+        environment = ListFriendlyEnvSource(settings_cls)
+        dotenv = ListFriendlyDotEnvSource(
+            settings_cls,
+            env_file=getattr(dotenv_settings, "env_file", None),
+            env_file_encoding=getattr(dotenv_settings, "env_file_encoding", None),
+        )
+        return init_settings, environment, dotenv, secrets
+
+    def local_defaults_in_use(self) -> list[str]:
+        """Secrets still at their local-demo defaults (the worker warns about each at start)."""
+        found = []
+        if self.anonymization.key.get_secret_value() == LOCAL_ANONYMIZATION_KEY:
+            found.append("anonymization.key")
+        if self.mysql.password.get_secret_value() == "txlake-local":
+            found.append("mysql.password")
+        return found
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.errors.deadletterqueue_topic_name + self.topic_suffix
+
+    @property
+    def table_deltas_topic(self) -> str:
+        return self.tables.deltas_topic + self.topic_suffix
+
+    @property
+    def faust_app_id(self) -> str:
+        """The Faust app id (and its consumer group) of the worker: ``<group_id>-control``."""
+        return f"{self.kafka.group_id}-control"

@@ -1,0 +1,262 @@
+"""What ``txlake verify`` reads: Kafka's positions, the dead-letter topic, the lake, the warehouse.
+
+Everything here is read-only and safe while workers run. Reads are kept narrow: the lake is
+read column-wise (only ``_kafka_partition``, ``_kafka_offset`` and the dimension keys), the
+dead-letter topic only for its ``__connect.errors.*`` headers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiomysql
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.core.feeds import Feed
+from app.core.security import kafka_client_options, mysql_ssl_context
+from app.core.settings import Settings
+from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage
+from models.tables import TableSpec
+
+__all__ = [
+    "DeadLetterIndex",
+    "FactSnapshot",
+    "KafkaPositions",
+    "dimension_keys",
+    "feed_lake_columns",
+    "kafka_positions",
+    "keys_through",
+    "lake_columns",
+    "live_fact_snapshot",
+    "offsets_by_partition",
+    "read_dead_letters",
+    "read_partition",
+    "warehouse_ledgers",
+]
+
+_TOPIC, _PARTITION, _OFFSET = "__connect.errors.topic", "__connect.errors.partition", "__connect.errors.offset"
+
+DeadLetterIndex = dict[tuple[str, int], list[int]]
+"""(source topic, partition) -> the offsets of its dead letters, one entry per dead letter."""
+
+
+class KafkaPositions:
+    """Per topic partition: log start, last offset, and the consumer group's committed position."""
+
+    def __init__(self) -> None:
+        self.log_start: dict[TopicPartition, int] = {}
+        self.last_offset: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+
+    def partitions(self, topic: str) -> list[int]:
+        return sorted(tp.partition for tp in self.last_offset if tp.topic == topic)
+
+
+async def kafka_positions(settings: Settings, topics: Iterable[str]) -> KafkaPositions:
+    """Log start and last offsets of every partition of ``topics``, and the group's commits."""
+    positions = KafkaPositions()
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+        committed = await admin.list_consumer_group_offsets(settings.kafka.group_id)
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], p["partition"])
+        for topic in described
+        if not topic.get("error_code")
+        for p in topic["partitions"]
+    ]
+    positions.committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+    if not partitions:
+        return positions
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    positions.log_start = dict(starts)
+    positions.last_offset = {tp: end - 1 for tp, end in ends.items()}
+    return positions
+
+
+async def read_dead_letters(settings: Settings, kafka: KafkaPositions, idle_timeout_s: float = 10.0) -> DeadLetterIndex:
+    """Every dead letter's source coordinates, from the log start of the topic to the end in ``kafka``."""
+    index: DeadLetterIndex = defaultdict(list)
+    ends = {
+        tp: last + 1
+        for tp, last in kafka.last_offset.items()
+        if tp.topic == settings.dead_letter_topic and last >= kafka.log_start[tp]
+    }
+    if not ends:
+        return index
+    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        pending = set(ends)
+        while pending:
+            fetched = await consumer.getmany(*pending, timeout_ms=int(idle_timeout_s * 1000), max_records=10_000)
+            if not fetched:
+                raise TimeoutError(f"dead-letter topic {settings.dead_letter_topic}: no records for {idle_timeout_s}s")
+            for tp, messages in fetched.items():
+                for message in messages:
+                    headers = dict(message.headers or ())
+                    try:
+                        where = (headers[_TOPIC].decode(), int(headers[_PARTITION]))
+                        index[where].append(int(headers[_OFFSET]))
+                    except (KeyError, ValueError, UnicodeDecodeError):
+                        index[("", -1)].append(message.offset)  # not a txlake/Connect dead letter
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return index
+
+
+async def read_partition(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, first: int, last: int, idle_timeout_s: float = 10.0
+) -> list[tuple[int, bytes | None, bytes | None]]:
+    """``(offset, key, value)`` of one partition's messages from ``first`` through ``last`` (inclusive).
+
+    ``consumer`` is started and not subscribed; the partition becomes its only assignment.
+    """
+    if last < first:
+        return []
+    consumer.assign([tp])
+    consumer.seek(tp, first)
+    messages: list[tuple[int, bytes | None, bytes | None]] = []
+    while await consumer.position(tp) <= last:
+        fetched = await consumer.getmany(tp, timeout_ms=int(idle_timeout_s * 1000), max_records=50_000)
+        if not fetched:
+            raise TimeoutError(f"{tp.topic}[{tp.partition}]: no records for {idle_timeout_s}s before offset {last}")
+        messages.extend((m.offset, m.key, m.value) for m in fetched.get(tp, ()) if m.offset <= last)
+    return messages
+
+
+def lake_columns(storage: LakeStorage, dataset: str, columns: list[str]) -> pa.Table | None:
+    """Only ``columns`` of a dataset's visible files (never staged ones); None when it has none."""
+    if isinstance(storage, LocalStorage):
+        path, filesystem = str(storage.root / dataset), None
+    else:
+        assert isinstance(storage, ObjectStorage)
+        path, filesystem = storage.key(dataset), storage.filesystem
+    try:
+        dataset_ = ds.dataset(path, filesystem=filesystem, format="parquet")
+    except FileNotFoundError:
+        return None
+    if not dataset_.files:
+        return None
+    return dataset_.to_table(columns=columns)
+
+
+def offsets_by_partition(table: pa.Table | None) -> dict[int, np.ndarray]:
+    """The ``_kafka_offset`` values of each ``_kafka_partition`` (repeats kept)."""
+    if table is None or table.num_rows == 0:
+        return {}
+    partitions = table.column("_kafka_partition").to_numpy()
+    offsets = table.column("_kafka_offset").to_numpy()
+    return {int(p): offsets[partitions == p] for p in np.unique(partitions)}
+
+
+def keys_through(table: pa.Table, partition_ledgers: dict[int, int], column: str) -> set[str]:
+    """Distinct values of ``column`` on rows at or below their partition's warehouse ledger."""
+    keep = None
+    for partition, through in partition_ledgers.items():
+        rows = pc.and_(pc.equal(table.column("_kafka_partition"), partition), pc.less_equal(table.column("_kafka_offset"), through))
+        keep = rows if keep is None else pc.or_(keep, rows)
+    if keep is None:
+        return set()
+    return set(pc.unique(table.column(column).filter(keep)).to_pylist())
+
+
+async def _connect(settings: Settings) -> aiomysql.Connection:
+    s = settings.mysql
+    return await aiomysql.connect(
+        host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(), db=s.database,
+        charset="utf8mb4", connect_timeout=s.connect_timeout_s, autocommit=True, ssl=mysql_ssl_context(s),
+        # A reader must not hang behind a LOCK TABLES either.
+        init_command=f"SET lock_wait_timeout = {s.lock_wait_timeout_s}, innodb_lock_wait_timeout = {s.lock_wait_timeout_s}",
+    )
+
+
+async def warehouse_ledgers(settings: Settings) -> dict[tuple[str, str, int], int]:
+    """``txlake_offset_ledger`` as {(feed, topic, partition): landed_through}."""
+    connection = await _connect(settings)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT feed, topic, kafka_partition, landed_through FROM txlake_offset_ledger")
+            return {(feed, topic, int(p)): int(through) for feed, topic, p, through in await cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class FactSnapshot:
+    """One consistent read of a table feed's fact ledger and its fact table's live rows."""
+
+    ledgers: dict[int, int]  # partition -> landed_through
+    rows: dict[tuple[str, ...], tuple]  # key columns -> value columns (TableSpec order)
+    orphans: list[str]  # live facts' dimension keys without a dimension row (sorted)
+
+
+async def live_fact_snapshot(settings: Settings, spec: TableSpec, feed: str, topic: str) -> FactSnapshot:
+    """The feed's ledger rows, the live fact rows and their orphaned dimension keys, in one snapshot.
+
+    The fact sink commits rows and ledger together, so reading them in one consistent snapshot
+    pairs them exactly while workers run. Names come from :data:`models.tables.TABLES`, not input.
+    """
+    keys = len(spec.key_columns)
+    connection = await _connect(settings)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            await cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            await cursor.execute(
+                "SELECT kafka_partition, landed_through FROM txlake_offset_ledger WHERE feed = %s AND topic = %s",
+                (feed, topic),
+            )
+            ledgers = {int(p): int(through) for p, through in await cursor.fetchall()}
+            await cursor.execute(f"SELECT {', '.join(spec.columns)} FROM {spec.fact_table} WHERE snapshot_version = 0")
+            rows = {tuple(row[:keys]): tuple(row[keys:]) for row in await cursor.fetchall()}
+            orphans: list[str] = []
+            if spec.dimension is not None:
+                table, column = spec.dimension
+                await cursor.execute(
+                    f"SELECT DISTINCT f.{column} FROM {spec.fact_table} f LEFT JOIN {table} d ON d.{column} = f.{column} "
+                    f"WHERE f.snapshot_version = 0 AND d.{column} IS NULL ORDER BY f.{column}"
+                )
+                orphans = [row[0] for row in await cursor.fetchall()]
+            await cursor.execute("COMMIT")
+    finally:
+        connection.close()
+    return FactSnapshot(ledgers, rows, orphans)
+
+
+async def dimension_keys(settings: Settings, table: str, key_column: str) -> set[str]:
+    """Every key of a dimension table (names come from :data:`models.dimensions.DIMENSIONS`, not input)."""
+    connection = await _connect(settings)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(f"SELECT {key_column} FROM {table}")
+            return {row[0] for row in await cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+def feed_lake_columns(feed: Feed) -> list[str]:
+    """The lake columns verify needs for a feed: its position plus the keys of its dimensions."""
+    from models.dimensions import DIMENSIONS
+
+    return ["_kafka_partition", "_kafka_offset", *dict.fromkeys(DIMENSIONS[t].key_column for t in feed.warehouse)]

@@ -1,0 +1,1 @@
+"""Deriving the four tables: delta messages from the transaction stream, exchange rates, and the delta sink."""
