@@ -17,6 +17,8 @@ DB="${TXLAKE_MYSQL__DATABASE:-txlake}"
 echo "[demo] resetting the demo state: its topics and consumer groups, database $DB, lake $TXLAKE_LAKE__ROOT, worker state $TXLAKE_DATADIR"
 if [[ -x .venv/bin/python ]]; then
   .venv/bin/python -m tools.demo reset-kafka --if-running
+else
+  echo "[demo] no .venv yet (make install): Kafka's demo topics, if any, stay"
 fi
 if bash scripts/infra/mariadb.sh status 2>/dev/null; then
   bash scripts/infra/mariadb.sh sql -e "DROP DATABASE IF EXISTS \`${DB//\`/\`\`}\`"

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,38 @@ def test_demo_twice_prints_the_same_figures(demo_env):
         assert "GroupCoordinatorNotAvailableError" not in output
         assert "producer buffer full" not in output
         assert "Traceback" not in output
+
+
+async def test_the_reset_refuses_while_a_worker_runs_and_deletes_nothing(deploy):
+    """Kafka will not delete a consumer group with members: the reset stops before any topic goes."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.ops.progress import wait_until_landed
+    from tests.integration.harness import produce_demo
+
+    deployment = await deploy()
+    await produce_demo(deployment, 50, seed=3, now=datetime(2026, 3, 1, tzinfo=UTC))
+    worker = deployment.worker().start()
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
+
+    result = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "-m", "tools.demo", "reset-kafka"], cwd=REPO_ROOT,
+                            env={**os.environ, **deployment.env}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "is still running: stop it first" in result.stderr
+    assert worker.process.poll() is None
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    assert {feed.topic for feed in deployment.feeds} <= existing
+
+
+def test_the_reset_touches_only_local_services(tmp_path):
+    result = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "-m", "tools.demo", "reset-kafka"], cwd=REPO_ROOT,
+                            env={**os.environ, "TXLAKE_KAFKA__BOOTSTRAP_SERVERS": "kafka.example.invalid:9092",
+                                 "TXLAKE_LAKE__ROOT": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "the demo resets only local services, not Kafka kafka.example.invalid" in result.stderr
