@@ -52,10 +52,8 @@ the staging prefix sees every staged object.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
