@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import MYSQL_APP_USER, REPO_ROOT
-from tests.integration.harness import free_port
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 

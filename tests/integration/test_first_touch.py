@@ -16,7 +16,8 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.harness import REPO_ROOT, TXLAKE, free_port
+from tests.integration.harness import REPO_ROOT, TXLAKE
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
