@@ -10,7 +10,7 @@ up:                 ## start Kafka and MariaDB (idempotent)
 down:               ## stop Kafka and MariaDB
 	bash scripts/infra/down.sh
 
-demo:               ## the main job end to end on local real services
+demo:               ## the main job end to end on local real services (re-runnable: starts from a clean demo state)
 	bash scripts/demo.sh
 
 test:               ## install, start the services, run every test
@@ -22,8 +22,8 @@ check:              ## lint (ruff) and the layer contracts (import-linter); no s
 unit:               ## unit tests only (no services)
 	bash scripts/bootstrap.sh && .venv/bin/pytest tests/unit -q
 
-configdoc:          ## regenerate docs/configuration.md from the settings' field descriptions
-	bash scripts/bootstrap.sh && .venv/bin/python -m app.ops.configdoc > docs/configuration.md
+configdoc:          ## regenerate docs/configuration.md and the chart's settings.json from the settings
+	bash scripts/bootstrap.sh && .venv/bin/python -m app.ops.configdoc > docs/configuration.md && .venv/bin/python -m tools.chart_settings
 
 bench:              ## the stream benchmark (writes bench/results/streams-LATEST.{json,md} and LATEST.md)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.run
@@ -34,5 +34,5 @@ bench-tables:       ## the table path: derivation throughput, produce-to-MySQL l
 bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (bench/results/export-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000
 
-clean:              ## remove the demo lake and local worker state (not the services' data)
-	rm -rf lake .infra/worker .infra/worker.log
+clean:              ## remove what the demo made: its topics, consumer groups, database content, lake, worker state (services keep running)
+	bash scripts/demo-reset.sh

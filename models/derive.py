@@ -112,6 +112,14 @@ class Blacklist(BaseModel):
         frozenset(), description="Payment method ids that are blacklisted (exact match)."
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """A string is a comma-separated list (``"RU, BY"``; ``""`` is empty), as environment variables write lists."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
     @field_validator("email_domains", "countries")
     @classmethod
     def _casefold(cls, values: frozenset[str]) -> frozenset[str]:

@@ -1,42 +1,42 @@
 #!/usr/bin/env bash
 # The main job end to end on local real services:
-# install, start Kafka + MariaDB, create topics, produce a demo load, run the worker until
-# everything has landed, stop it, and show where the data landed.
+# install, start Kafka + MariaDB, reset what a previous demo made (scripts/demo-reset.sh), create
+# topics, produce a demo load, run the worker until everything has landed, stop it, and show where
+# the data landed. Every run starts from the same clean state and produces the same transactions
+# (seed 42, event times ending at today's UTC midnight), so two runs print the same figures.
+#   DEMO_COUNT   transactions to produce (20000)
+#   DEMO_NOW     end of the event-time window, ISO 8601 (today 00:00 UTC)
 set -euo pipefail
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 COUNT="${DEMO_COUNT:-20000}"
+NOW="${DEMO_NOW:-$(date -u +%Y-%m-%dT00:00:00+00:00)}"
 
 bash scripts/bootstrap.sh
 bash scripts/infra/up.sh
-
-export TXLAKE_LAKE__ROOT="${TXLAKE_LAKE__ROOT:-$REPO_ROOT/lake}"
-export TXLAKE_DATADIR="${TXLAKE_DATADIR:-$REPO_ROOT/.infra/worker}"
-export TXLAKE_BATCHING__ROTATE_INTERVAL_MS="${TXLAKE_BATCHING__ROTATE_INTERVAL_MS:-2000}"
-export TXLAKE_LOG_FORMAT="${TXLAKE_LOG_FORMAT:-text}"
-# A demo blacklist so the blacklisted stream has content.
-export TXLAKE_BLACKLIST__COUNTRIES="${TXLAKE_BLACKLIST__COUNTRIES:-[\"RU\"]}"
-export TXLAKE_BLACKLIST__PAYMENT_METHODS="${TXLAKE_BLACKLIST__PAYMENT_METHODS:-[\"PM-AMEX\"]}"
+source scripts/demo-env.sh
+bash scripts/demo-reset.sh
 txlake=.venv/bin/txlake
 
 $txlake feeds
 $txlake topics --partitions 4
-echo "[demo] producing $COUNT transactions (plus their derived streams) and one garbage message"
-$txlake produce --count "$COUNT"
+echo "[demo] producing $COUNT transactions (plus their derived streams) dated up to $NOW, and one garbage message"
+$txlake produce --count "$COUNT" --now "$NOW"
 printf 'this is not json' | .venv/bin/python -c "
 import asyncio, sys
 from aiokafka import AIOKafkaProducer
 from app.core.settings import Settings
 from app.core.feeds import load_feeds
+from app.core.security import kafka_client_options
 async def main():
     s = Settings(); topic = load_feeds(s)[0].topic
-    p = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers); await p.start()
-    await p.send_and_wait(topic, sys.stdin.buffer.read()); await p.stop()
+    p = AIOKafkaProducer(**kafka_client_options(s.kafka)); await p.start()
+    await p.send_and_wait(topic, sys.stdin.buffer.read(), key=b'garbage'); await p.stop()  # keyed: same partition every run
 asyncio.run(main())"
 
-echo "[demo] starting the worker (log: .infra/worker.log)"
-mkdir -p .infra
-$txlake worker > .infra/worker.log 2>&1 &
+echo "[demo] starting the worker (log: $DEMO_WORKER_LOG)"
+mkdir -p "$(dirname -- "$DEMO_WORKER_LOG")"
+$txlake worker > "$DEMO_WORKER_LOG" 2>&1 &
 worker=$!
 trap 'kill $worker 2>/dev/null || true' EXIT
 t0=$SECONDS
@@ -52,5 +52,6 @@ $txlake snapshot take --all
 $txlake lake ls
 dlq=$(.venv/bin/python -c "from app.core.settings import Settings; print(Settings().dead_letter_topic)")
 echo
-echo "[demo] dead letters: $(grep -c 'dead-lettering' .infra/worker.log || true) (topic $dlq, reason in headers)"
-echo "[demo] Kafka and MariaDB keep running; stop them with: make down"
+echo "[demo] dead letters: $(grep -c 'dead-lettering' "$DEMO_WORKER_LOG" || true) (topic $dlq, reason in headers)"
+.venv/bin/python -m tools.demo figures
+echo "[demo] Kafka and MariaDB keep running; stop them with: make down (make clean removes what the demo made)"

@@ -19,6 +19,7 @@ __all__ = [
     "LEDGER_POSITION",
     "PARTITION_HELD",
     "PARTITION_HOLDS",
+    "PRODUCER_BUFFER",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
@@ -76,6 +77,11 @@ TABLE_UPDATES = Counter(
     "txlake_table_updates_total",
     "Keys whose aggregate changed in the tables txlake derives, by table.",
     ["table"],
+)
+PRODUCER_BUFFER = Gauge(
+    "txlake_producer_buffer_messages",
+    "Messages waiting in Faust's producer buffer (table updates and state changelogs), sampled with the lag poll. "
+    "Faust's own 'producer buffer full' log line is lowered to DEBUG: this is where a backlog shows.",
 )
 TABLE_DELTA_GAPS = Counter(
     "txlake_table_delta_gaps_total",

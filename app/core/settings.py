@@ -12,8 +12,9 @@ Sources, highest priority first:
    mounts a Secret as a volume,
 5. the defaults below, which work with the local services of ``scripts/infra``.
 
-Secrets are :class:`~pydantic.SecretStr`: printing or logging the settings
-shows ``**********``.
+List settings (``TXLAKE_BLACKLIST__COUNTRIES``) take a JSON list or comma-separated values
+(:mod:`app.core.environment`). Secrets are :class:`~pydantic.SecretStr`: printing or logging the
+settings shows ``**********``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from app.core.environment import ListFriendlyDotEnvSource, ListFriendlyEnvSource
 from models.derive import Blacklist
 
 __all__ = [
@@ -367,7 +369,13 @@ class Settings(BaseSettings):
             secrets_dir_missing="ok",
             secrets_prefix="",
         )
-        return init_settings, env_settings, dotenv_settings, secrets
+        environment = ListFriendlyEnvSource(settings_cls)
+        dotenv = ListFriendlyDotEnvSource(
+            settings_cls,
+            env_file=getattr(dotenv_settings, "env_file", None),
+            env_file_encoding=getattr(dotenv_settings, "env_file_encoding", None),
+        )
+        return init_settings, environment, dotenv, secrets
 
     def local_defaults_in_use(self) -> list[str]:
         """Secrets still at their local-demo defaults (the worker warns about each at start)."""

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from app.core.settings import Settings
 from app.exports.request import ExportRequest
-from app.exports.run import run_export
 from app.exports.status import ExportStatus
 
 __all__ = ["register"]
@@ -34,12 +33,13 @@ EXIT_BUSY = 75
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser("export", help="re-export a ksqlDB table (new version) or stream days")
-    parser.add_argument("kind", choices=("table", "stream"))
+    parser.add_argument("kind", choices=("table", "stream"), help="a table (a new snapshot version) or stream days")
     parser.add_argument("source", help="ksqlDB table or stream name")
     parser.add_argument("--from-day", type=date.fromisoformat, help="first UTC day (streams)")
     parser.add_argument("--to-day", type=date.fromisoformat, help="last UTC day, included (streams)")
     parser.add_argument("--id", default=None, help="export id (default: a new uuid)")
-    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                        help="progress on stderr as a one-line bar (default), JSON lines on stdout, or none")
     parser.set_defaults(run=cmd_export)
 
 
@@ -62,6 +62,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"txlake export: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
+    from app.exports.run import run_export  # pyarrow, httpx: only when an export runs (txlake --help stays quick)
+
     export_id = args.id or uuid.uuid4().hex
     show = {"bar": _bar, "json": _json_line, "none": lambda status: None}[args.progress]
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from app.core.errors import ConfigurationError
 from app.core.settings import Settings
 from app.lake.catalog import describe_dataset, list_datasets
 from app.lake.render import human_bytes, table
-from app.lake.storage import open_lake_storage
+from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage, open_lake_storage
 
 __all__ = ["register"]
 
@@ -19,15 +21,34 @@ def register(commands: Any) -> None:
     lake = commands.add_parser("lake", help="the lake's catalog: datasets, versions, partitions, files")
     actions = lake.add_subparsers(dest="lake_command", required=True)
     ls = actions.add_parser("ls", help="every dataset with its files and bytes")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     describe = actions.add_parser("describe", help="schema, versions or day partitions of one dataset")
     describe.add_argument("dataset", help="streams/<stream> or tables/<table>")
-    describe.add_argument("--json", action="store_true")
+    describe.add_argument("--json", action="store_true", help="machine-readable output")
     lake.set_defaults(run=run)
+
+
+def require_lake(storage: LakeStorage) -> None:
+    """Raise :class:`ConfigurationError` unless the lake root exists (a local directory, an S3 bucket).
+
+    A reader pointed at nothing must say so: an empty listing would look like an empty lake.
+    """
+    if isinstance(storage, LocalStorage):
+        if not storage.root.is_dir():
+            raise ConfigurationError(
+                f"the lake root {storage.root} does not exist: check TXLAKE_LAKE__ROOT (is it the worker's?), "
+                f"or land something first"
+            )
+    elif isinstance(storage, ObjectStorage):
+        try:
+            storage.initialize()  # checks the bucket
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"the lake root {storage.uri}: {exc}: check TXLAKE_LAKE__ROOT") from None
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     storage = open_lake_storage(settings.lake)
+    require_lake(storage)
     if args.lake_command == "ls":
         datasets = list_datasets(storage)
         if args.json:
@@ -50,8 +71,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         description = describe_dataset(storage, args.dataset)
     except KeyError as exc:
-        print(f"txlake: {exc.args[0]}")
-        return 1
+        print(f"txlake: {exc.args[0]}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(description, indent=2, default=str))
         return 0

@@ -65,7 +65,9 @@ def lake_rows_per_day(lake: LakeSettings, feed: Feed, con: Any = None) -> list[t
 
         con = duckdb.connect()
     return con.execute(
-        f"SELECT year, month, day, count(*) AS rows, count(DISTINCT filename) AS files "
+        # DuckDB types a hive key by its values: month=02 stays the text '02' (leading zero), month=11 a number.
+        f"SELECT CAST(year AS INTEGER), CAST(month AS INTEGER), CAST(day AS INTEGER), count(*) AS rows, "
+        f"count(DISTINCT filename) AS files "
         f"FROM read_parquet('{lake_glob(root, feed)}', hive_partitioning = true, filename = true) "
         f"GROUP BY ALL ORDER BY ALL"
     ).fetchall()

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
+from app.core import metrics
 from app.core.dead_letters import DeadLetterPublisher
 from app.core.feeds import Feed, load_feeds
 from app.core.retry import Backoff
@@ -190,6 +191,10 @@ def _leave_faust_group_on_stop(app: faust.App) -> None:
 
 
 def _mount_health(app: faust.App, health: Health) -> None:
+    @app.timer(interval=health.settings.health.lag_interval_s, name="txlake.producer_buffer")
+    async def _sample_producer_buffer() -> None:
+        metrics.PRODUCER_BUFFER.set(app.producer.buffer.size)
+
     @app.page("/livez")
     async def livez(web: Any, request: Any) -> Any:
         ok, body = health.liveness()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from app.core.settings import Settings
 from app.lake.render import table
 from app.snapshots.errors import SnapshotError
 from app.snapshots.registry import VersionInfo
-from app.snapshots.service import Snapshotter
 from app.snapshots.tables import TABLES
 
 __all__ = ["register"]
@@ -25,10 +25,10 @@ def register(commands: Any) -> None:
     which = take.add_mutually_exclusive_group(required=True)
     which.add_argument("table", nargs="?", choices=sorted(TABLES), help="the table")
     which.add_argument("--all", action="store_true", help="every table")
-    take.add_argument("--json", action="store_true")
+    take.add_argument("--json", action="store_true", help="machine-readable output")
     ls = actions.add_parser("ls", help="list versions (status, rows, source offsets)")
-    ls.add_argument("table", nargs="?", choices=sorted(TABLES))
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("table", nargs="?", choices=sorted(TABLES), help="only this table (default: every table)")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     actions.add_parser("recover", help="fail abandoned versions, publish committed ones, apply retention")
     snapshot.set_defaults(run=run)
 
@@ -38,6 +38,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from app.snapshots.service import Snapshotter  # aiomysql, pyarrow: only when the command runs
+
     snapshotter = Snapshotter(settings)
     if args.snapshot_command == "recover":
         report = await snapshotter.maintain()
@@ -51,7 +53,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         try:
             taken.append(await snapshotter.take_live_version(name, trigger="manual"))
         except SnapshotError as exc:
-            print(f"txlake: {exc}")
+            print(f"txlake: {exc}", file=sys.stderr)
             status = 1
     _print(taken, args.json)
     return status

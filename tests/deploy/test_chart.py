@@ -14,7 +14,11 @@ from typing import Any
 
 import pytest
 
+from app.core.environment import secret_settings, setting_variables, variable_name
+from app.core.settings import Settings
 from app.ops.configdoc import settings_docs
+from tools.chart_settings import CHART_SETTINGS
+from tools.chart_settings import render as render_chart_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HELM = REPO_ROOT / ".infra" / "tools" / "helm"
@@ -25,7 +29,7 @@ NAMESPACE = "data"
 FULLNAME = "lake-txlake"
 SECRETS_DIR = "/run/secrets/txlake"
 # Every setting the code marks secret (SecretStr): the chart must never carry one as an environment variable.
-SECRET_SETTINGS = {doc.env_var for doc in settings_docs() if doc.secret}
+SECRET_SETTINGS = {variable_name(path) for path in secret_settings(Settings)}
 
 try:
     import yaml
@@ -226,10 +230,60 @@ def test_existing_secret_suppresses_the_chart_secret(full):
     assert "checksum/secret" not in full[("Deployment", FULLNAME)]["spec"]["template"]["metadata"]["annotations"]
 
 
-@pytest.mark.parametrize("name", sorted(SECRET_SETTINGS))
-def test_secret_settings_are_refused_in_the_configmap(name):
-    stderr = render_fails("--set", f"config.{name}=oops")
-    assert f"{name} is a secret" in stderr
+def test_chart_settings_file_is_generated_from_the_settings():
+    """The chart's guards read settings.json: it must say what the settings say today."""
+    assert CHART_SETTINGS.read_text(encoding="utf-8") == render_chart_settings(), (
+        "helm/txlake/settings.json is out of date: run python -m tools.chart_settings"
+    )
+
+
+def test_the_issue_s_secrets_are_secret_settings():
+    # The three the old hand-written list let into the ConfigMap.
+    assert {"TXLAKE_WEB__API_TOKEN", "TXLAKE_KSQLDB__PASSWORD", "TXLAKE_KAFKA__SASL_PASSWORD"} <= SECRET_SETTINGS
+    assert SECRET_SETTINGS <= set(setting_variables(Settings))
+    # docs/configuration.md marks the same settings secret
+    assert SECRET_SETTINGS == {doc.env_var for doc in settings_docs() if doc.secret}
+
+
+@pytest.mark.parametrize("variable", sorted(SECRET_SETTINGS))
+def test_every_secret_setting_is_refused_in_the_configmap(variable):
+    """Derived from the settings' SecretStr fields: a new secret setting is covered, or this fails."""
+    stderr = render_fails("--set", f"config.{variable}=oops")
+    assert f"{variable} is a secret" in stderr
+    file_name = variable.removeprefix("TXLAKE_").lower()
+    assert f"file {file_name}" in stderr
+
+
+def test_secret_names_are_refused_in_any_case():
+    stderr = render_fails("--set", "config.txlake_web__api_token=oops")
+    assert "txlake_web__api_token is a secret" in stderr
+
+
+def values_file(tmp_path: Path, config: dict[str, Any]) -> str:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"sasl_password": "oops"}', '{"SASL_PASSWORD": "oops", "group_id": "g"}', {"sasl_password": "oops"}],
+)
+def test_a_secret_inside_a_section_given_as_json_is_refused(value, tmp_path):
+    stderr = render_fails("-f", values_file(tmp_path, {"TXLAKE_KAFKA": value}))
+    assert "TXLAKE_KAFKA sets" in stderr and "a secret" in stderr and "kafka__sasl_password" in stderr
+
+
+def test_a_section_given_as_json_without_secrets_renders(tmp_path):
+    resources = render("-f", values_file(tmp_path, {"TXLAKE_KAFKA": '{"group_id": "g"}'}))
+    assert resources[("ConfigMap", FULLNAME)]["data"]["TXLAKE_KAFKA"] == '{"group_id": "g"}'
+
+
+def test_a_txlake_name_that_sets_nothing_is_refused():
+    stderr = render_fails("--set", "config.TXLAKE_MYSQL_PORT=3306")
+    assert "TXLAKE_MYSQL_PORT matches no txlake setting" in stderr
+    # names outside txlake's prefix are the user's business (e.g. AWS_REGION for the S3 client)
+    assert render("--set", "config.AWS_REGION=eu-west-1")[("ConfigMap", FULLNAME)]["data"]["AWS_REGION"] == "eu-west-1"
 
 
 # -- replicas and configuration ---------------------------------------------------------------

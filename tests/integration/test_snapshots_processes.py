@@ -173,7 +173,8 @@ async def test_cli_takes_lists_and_describes_without_a_worker(warehouse_db, ware
     human = _txlake(env, "lake", "describe", f"tables/{UTS}").stdout
     assert "latest complete: 2" in human and "decimal128(38, 2)" in human
     missing = subprocess.run([TXLAKE, "lake", "describe", "tables/nope"], env=env, capture_output=True, text=True)
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # a dataset that is not there is a usage error, said on stderr
+    assert missing.stderr.startswith("txlake: no dataset 'tables/nope'") and missing.stdout == ""
 
 
 async def test_two_workers_on_one_schedule_make_one_version_per_table_and_fire_time(deploy, warehouse_conn):

@@ -97,12 +97,34 @@ Checks that stop a bad configuration at render time (included by the Deployment,
 {{- if and (not .Values.lake.s3.uri) (not .Values.lake.persistentVolumeClaim.claimName) (not .Values.lake.persistentVolumeClaim.create) }}
 {{- fail "the lake needs a home: set lake.persistentVolumeClaim.claimName (an existing ReadWriteMany claim), lake.persistentVolumeClaim.create=true, or lake.s3.uri" }}
 {{- end }}
+{{- /* settings.json is generated from txlake's settings (python -m tools.chart_settings): the names
+     of every setting and of the secret ones, so these guards follow the code. */ -}}
+{{- $settings := .Files.Get "settings.json" | fromJson }}
+{{- if not $settings.variables }}
+{{- fail "settings.json is missing from the chart: run python -m tools.chart_settings" }}
+{{- end }}
 {{- range $name, $value := .Values.config }}
+{{- $upper := upper $name }}
 {{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $name) }}
 {{- fail (printf "config: %q is not a valid environment variable name" $name) }}
 {{- end }}
-{{- if has (upper $name) (list "TXLAKE_KAFKA__SASL_PASSWORD" "TXLAKE_KAFKA__SSL_KEY_PASSWORD" "TXLAKE_MYSQL__PASSWORD" "TXLAKE_LAKE__S3_SECRET_ACCESS_KEY" "TXLAKE_ANONYMIZATION__KEY" "TXLAKE_WEB__API_TOKEN" "TXLAKE_KSQLDB__PASSWORD") }}
-{{- fail (printf "config: %s is a secret; set it in `secrets` or in the existingSecret, never in the ConfigMap" $name) }}
+{{- if has $upper $settings.secrets }}
+{{- fail (printf "config: %s is a secret; set it in `secrets` or in the existingSecret (file %s), never in the ConfigMap" $name (lower (trimPrefix "TXLAKE_" $upper))) }}
+{{- end }}
+{{- if and (hasPrefix "TXLAKE_" $upper) (not (has $upper $settings.variables)) }}
+{{- fail (printf "config: %s matches no txlake setting (sections and fields are separated by two underscores: TXLAKE_MYSQL__PORT); `txlake settings` lists them" $name) }}
+{{- end }}
+{{- $secretFields := get $settings.secretFields $upper }}
+{{- if $secretFields }}
+{{- $fields := $value }}
+{{- if kindIs "string" $value }}{{ $fields = fromJson $value }}{{ end }}
+{{- if kindIs "map" $fields }}
+{{- range $field, $_ := $fields }}
+{{- if has (upper $field) $secretFields }}
+{{- fail (printf "config: %s sets %s, a secret; set it in `secrets` or in the existingSecret (file %s__%s), never in the ConfigMap" $name $field (lower (trimPrefix "TXLAKE_" $upper)) (lower $field)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if eq (upper $name) "TXLAKE_KAFKA__GROUP_INSTANCE_ID" }}
 {{- fail "config: TXLAKE_KAFKA__GROUP_INSTANCE_ID would give every pod the same instance id, and two workers with one id fence each other out in turn; kafka.staticMembership sets it to each pod's name" }}
