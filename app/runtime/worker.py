@@ -93,13 +93,7 @@ def create_app(
         else None
     )
     if deltas is not None:
-        register_table_agent(
-            app,
-            settings.table_deltas_topic,
-            table_partitions,
-            {f.table: f.topic for f in feeds if f.table},
-            kafka_client_options(settings.kafka),
-        )
+        register_table_agent(app, settings, {f.table: f.topic for f in feeds if f.table})
     uses_warehouse = any(feed.warehouse or feed.is_table for feed in feeds)
 
     def sinks_of(feed: Feed) -> list[Sink]:
