@@ -294,9 +294,9 @@ async def _send(deployment, topic: str, messages: list[tuple[bytes | None, bytes
         await producer.stop()
 
 
-async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, warehouse_db):
-    """Faust's consumer can skip a delta message and commit past it; with no later message on
-    that partition nothing reveals the gap -- the agent's tail check must find and apply it."""
+async def test_a_group_commit_past_a_delta_does_not_skip_it(deploy, warehouse_db):
+    """The derivation reads from its state's own progress, not from the group's committed offset:
+    a delta committed past (by a consumer bug, an operator, a zombie) is still applied."""
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
     from app.tables.deltas import delta_messages
@@ -307,10 +307,10 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     await _wait_landed(deployment)
     assert worker.stop() == 0, worker.log()[-3000:]
 
-    # The transaction of a new user as the stream agent would route it, written straight to the
-    # deltas topic; then the agent's group is committed past it, as after a skip.
+    # The transaction of a new user as the delta sink would route it, written straight to the
+    # deltas topic; then the derivation's group is committed past it.
     tx = next(t for t in generate(50, seed=42, now=NOW) if t.status == "COMPLETED")
-    tx = tx.model_copy(update={"user": tx.user.model_copy(update={"id": "U-TAIL-GAP"})})
+    tx = tx.model_copy(update={"user": tx.user.model_copy(update={"id": "U-COMMITTED-PAST"})})
     settings = deployment.settings
     deltas_topic = settings.table_deltas_topic
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
@@ -322,7 +322,7 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     finally:
         await producer.stop()
     committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                 group_id=settings.faust_app_id, enable_auto_commit=False)
+                                 group_id=settings.table_group_id, enable_auto_commit=False)
     await committer.start()
     try:
         committer.assign([TopicPartition(deltas_topic, p) for p in written])
@@ -334,11 +334,37 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     deadline = time.monotonic() + 90
     while True:
         rows = await fetch_all(warehouse_db, "SELECT transaction_type, transaction_count, total_amount "
-                                             "FROM fact_user_transaction_summary WHERE user_id = 'U-TAIL-GAP'")
+                                             "FROM fact_user_transaction_summary WHERE user_id = 'U-COMMITTED-PAST'")
         if rows:
             break
         assert worker.alive(), worker.log()[-3000:]
-        assert time.monotonic() < deadline, "the skipped tail delta was never applied\n" + worker.log()[-3000:]
+        assert time.monotonic() < deadline, "the delta committed past was never applied\n" + worker.log()[-3000:]
         await asyncio.sleep(0.5)
     assert rows == [(tx.transaction_type, 1, Decimal(str(tx.amount)).quantize(CENT))]
-    assert "poking it" in worker.log()
+
+
+@pytest.mark.parametrize("point", ["tables.produced", "tables.progressed"])
+async def test_a_sigkill_between_produce_and_ack_leaves_no_duplicate_and_no_gap(deploy, warehouse_db, point):
+    """Killed where a random kill rarely lands: after the broker acknowledged a flush's changelog and
+    table records, before its progress was written (``tables.produced``) or before the deltas were
+    committed (``tables.progressed``). The restarted worker folds those deltas again: the state
+    already holds them (watermarks skip them), the values are sent again, nothing counts twice."""
+    deployment = await deploy(4, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
+    transactions = list(generate(8000, seed=93, now=NOW))
+    producing = asyncio.create_task(produce_demo(deployment, 8000, seed=93, now=NOW, rate=2000))
+    kills = 0
+    for flush in (3, 7):  # two incarnations die at the n-th flush reaching the point
+        worker = deployment.worker(TXLAKE_TEST_CRASH_AT=f"{point}:{flush}").start()
+        deadline = time.monotonic() + 120
+        while worker.alive():
+            assert time.monotonic() < deadline, f"never reached {point} #{flush}\n" + worker.log()[-3000:]
+            await asyncio.sleep(0.1)
+        assert worker.process.returncode == -9, worker.log()[-3000:]
+        assert f"crash point {point} reached" in worker.log()
+        kills += 1
+    worker = deployment.worker().start()
+    await producing
+    await _wait_landed(deployment, timeout_s=300)
+    assert worker.alive(), worker.log()[-3000:]
+    assert kills == 2
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))
