@@ -80,6 +80,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
             late_fraction=args.late_fraction,
             now=datetime.now(UTC),
             client_options=kafka_client_options(settings.kafka),
+            users=args.users,
+            products=args.products,
         )
     )
     for topic, count in report.counts.items():
@@ -158,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--seed", type=int, default=42)
     produce.add_argument("--days", type=int, default=3, help="days the event times spread over")
     produce.add_argument("--late-fraction", type=float, default=0.05, help="share of late events (older than today)")
+    produce.add_argument("--users", type=int, default=500, help="distinct users (key cardinality of the user tables)")
+    produce.add_argument("--products", type=int, default=50, help="distinct products (the demo's 50; more are variants)")
     produce.set_defaults(run=cmd_produce)
 
     feeds = commands.add_parser("feeds", help="list and validate the feeds")
