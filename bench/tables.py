@@ -1,17 +1,34 @@
-"""The table path's benchmark: throughput of the derivation, and produce-to-MySQL latency.
+"""The table path's benchmark: the derivation's throughput and CPU, and produce-to-MySQL latency.
 
-    python -m bench.tables [--backlog 100000] [--rate 5000] [--seconds 60] [--window-ms 1000]
+    python -m bench.tables [--transactions 200000] [--pipeline-transactions 100000] [--cases realistic,demo]
+                           [--reference-tree DIR] [--sensors-ab] [--rate 5000] [--seconds 60] [--window-ms 1000]
 
-1. **Throughput.** Fill the four stream topics with ``--backlog`` transactions, start one worker
-   (table derivation on, batch window ``--window-ms``), and time until everything landed: the
-   streams in the lake, the deltas folded by the table agent, the four table topics in MySQL.
-2. **Latency.** With that worker running, produce a steady ``--rate`` transactions/s for
-   ``--seconds`` (all four stream topics, as the demo producer writes them) and, every 100 ms, one
-   *marker* transaction of a new user. A marker is visible when its row appears in
+Two key cardinalities (``--cases``): ``realistic`` = 100,000 users and 10,000 products,
+``demo`` = the demo's 500 users and 50 products (which flatter any per-key cache).
+
+1. **Derivation alone.** The deltas topic is filled with the delta messages of ``--transactions``
+   transactions exactly as the delta sink sends them (source batches of ``flush_size`` per
+   partition); then one worker with table derivation on starts. The stream topics are empty, so the
+   process derives the tables and lands the table topics, nothing else. Measured: the time until the
+   derivation committed every deltas offset (a commit follows the broker's acknowledgement of the
+   changelog and table records it covers) and the worker's CPU time from ``/proc``, per transaction,
+   from the first commit to the last (process start-up left out) and over the whole run; then when
+   the table topics are in MySQL, and whether the four fact tables equal an independent computation.
+2. **Whole pipeline, backlog.** ``--pipeline-transactions`` transactions in the four stream topics;
+   one worker lands streams and tables; time and CPU until everything is in the lake and MySQL (the
+   earlier version of this benchmark measured only this).
+3. **Latency.** A fresh deployment and worker; a steady ``--rate`` transactions/s for ``--seconds``
+   (all four stream topics, as the demo producer writes them) with, every 100 ms, one *marker*
+   transaction of a new user. A marker is visible when its row appears in
    ``fact_user_transaction_summary`` (polled every 10 ms): latency = first seen - sent.
 
-Writes ``bench/results/tables-<stamp>.json`` and prints a Markdown summary for the README.
-Uses the services ``make up`` starts, in its own topics, consumer groups and database.
+With ``--reference-tree DIR`` (an export of another commit, e.g. the base branch; its ``.commit``
+file names it) phases 1 and 2 are repeated back to back with that tree's worker code: on a shared
+machine the ratios, measured minutes apart, are the result, not the absolute figures.
+``--sensors-ab`` repeats phase 1 of the current code with Faust's sensors off.
+
+Writes ``bench/results/tables-<stamp>.json`` and ``bench/results/tables-LATEST.md``.
+Uses the services ``make up`` starts, in its own topics, consumer groups and databases.
 """
 
 from __future__ import annotations
@@ -21,9 +38,12 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +52,9 @@ from bench.run import (
     REPO,
     RESULTS_DIR,
     RssSampler,
+    _proc_cpu_s,
+    _proc_status,
+    _summarise_profile,
     create_database,
     delete_topics,
     drop_database,
@@ -43,126 +66,522 @@ from bench.run import (
 
 MARKER_EVERY_S = 0.1
 POLL_S = 0.01
-NOW = datetime.now(UTC)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+LATEST_MD = RESULTS_DIR / "tables-LATEST.md"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A key cardinality of the load."""
+
+    name: str
+    users: int
+    products: int
+
+
+CASES = {"realistic": Case("realistic", 100_000, 10_000), "demo": Case("demo", 500, 50)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.tables", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backlog", type=int, default=100_000, help="transactions for the throughput phase")
-    parser.add_argument("--rate", type=float, default=5000.0, help="steady transactions/s for the latency phase")
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of the latency phase")
+    parser.add_argument("--transactions", type=int, default=200_000, help="transactions of the derivation runs")
+    parser.add_argument("--cases", default="realistic,demo", help="key cardinalities: realistic, demo (comma-separated)")
+    parser.add_argument("--reference-tree", type=Path, default=None,
+                        help="a checkout of another commit whose worker is measured back to back (derivation)")
+    parser.add_argument("--sensors-ab", action="store_true", help="also run the derivation with Faust's sensors off")
+    parser.add_argument("--rate", type=float, default=5000.0, help="steady transactions/s of the latency runs")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each latency run")
     parser.add_argument("--window-ms", type=int, default=1000, help="batching.rotate_interval_ms of the worker")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--pipeline-transactions", type=int, default=100_000,
+                        help="transactions of the whole-pipeline backlog runs (0: skip them)")
+    parser.add_argument("--skip-derivation", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the current code's derivation with py-spy (perturbs it; needs py-spy in .venv)")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy each run's worker log into this directory")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up a derivation run after this (s)")
     return parser.parse_args(argv)
 
 
-async def _wait_landed(settings: Any, feeds: tuple, timeout_s: float) -> None:
+# -- deployments ------------------------------------------------------------------------------
+
+
+class Deployment:
+    """One isolated run: topics, groups, database and scratch of its own; removed by :meth:`close`."""
+
+    def __init__(self, window_ms: int, extra_env: dict[str, str] | None = None, keep_logs: Path | None = None) -> None:
+        from app.core.feeds import load_feeds
+        from tests.integration.harness import _settings_kwargs
+
+        self.run = new_run(window_ms)
+        self.env = {**self.run.env, "TXLAKE_TABLES__DERIVE": "true", **(extra_env or {})}
+        from app.core.settings import Settings
+
+        self.settings = Settings(**_settings_kwargs(self.env))
+        self.feeds = load_feeds(self.settings)
+        self.keep_logs = keep_logs
+
+    async def open(self, partitions: int) -> None:
+        from app.ops.topics import create_topics
+        from bench.run import wait_for_leaders
+
+        await create_database(self.run.database, self.settings.mysql.user)
+        created = await create_topics(self.settings, self.feeds, partitions)
+        await wait_for_leaders(self.settings.kafka.bootstrap_servers, created, partitions)
+
+    async def close(self) -> None:
+        from app.tables.state import state_table_names
+
+        if self.keep_logs is not None:
+            self.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log_file in self.run.scratch.glob("*.log"):
+                shutil.copy(log_file, self.keep_logs / f"{self.run.run_id}-{log_file.name}")
+
+        s = self.settings
+        topics = [f.topic for f in self.feeds] + [s.dead_letter_topic, s.table_deltas_topic]
+        topics += [f"{s.faust_app_id}-{name}-changelog" for name in state_table_names()]
+        try:
+            await delete_topics(s.kafka.bootstrap_servers, topics)
+        finally:
+            await drop_database(self.run.database, s.mysql.user)
+            shutil.rmtree(self.run.scratch, ignore_errors=True)
+
+    def start_worker(self, tree: Path | None, log_name: str) -> subprocess.Popen:
+        """``txlake worker`` of this checkout, or of ``tree`` (its code first on the path)."""
+        env = {**os.environ, **self.env}
+        if tree is None:
+            command = [str(Path(sys.executable).parent / "txlake"), "worker"]
+            cwd = self.run.scratch
+        else:
+            command = [sys.executable, "-c", "import sys; from app.ops.cli import main; sys.exit(main())", "worker"]
+            env["PYTHONPATH"] = str(tree)
+            cwd = self.run.scratch
+        with open(self.run.scratch / log_name, "wb") as out:
+            return subprocess.Popen(command, env=env, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT)
+
+    def table_feeds(self) -> tuple:
+        return tuple(feed for feed in self.feeds if feed.is_table)
+
+
+def stop_worker(worker: subprocess.Popen) -> int | None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            return worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            return worker.wait(10)
+    return worker.returncode
+
+
+# -- 1. derivation ----------------------------------------------------------------------------
+
+
+async def fill_deltas(deployment: Deployment, transactions: list, partitions: int) -> dict[int, int]:
+    """Send the delta messages of ``transactions`` as the delta sink would; returns the deltas' end offsets."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import murmur2
+
+    from app.tables.deltas import delta_messages
+    from app.tables.rates import load_rates
+
+    rates, flush_size = load_rates(), deployment.settings.batching.flush_size
+    by_source: dict[int, list] = {p: [] for p in range(partitions)}
+    for tx in transactions:  # the partition the demo producer's key (the transaction id) goes to
+        by_source[(murmur2(tx.transaction_id.encode()) & 0x7FFFFFFF) % partitions].append(tx)
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.settings.kafka.bootstrap_servers, acks="all",
+                                enable_idempotence=True, linger_ms=20, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    ends: dict[int, int] = {}
+    try:
+        deliveries = []
+        for source, records in by_source.items():
+            for start in range(0, len(records), flush_size):
+                chunk = records[start:start + flush_size]
+                for target, value in delta_messages(chunk, range(start, start + len(chunk)), source, rates, partitions):
+                    deliveries.append(await producer.send(deployment.settings.table_deltas_topic, value, partition=target))
+        for delivery in deliveries:
+            metadata = await delivery
+            ends[metadata.partition] = max(ends.get(metadata.partition, 0), metadata.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+async def _committed(admin: Any, groups: list[str], topic: str) -> dict[int, int]:
+    """The highest committed offset per partition of ``topic`` over ``groups``."""
+    found: dict[int, int] = {}
+    for group in groups:
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        except Exception:  # noqa: BLE001 - the group does not exist yet
+            continue
+        for tp, meta in offsets.items():
+            if tp.topic == topic:
+                found[tp.partition] = max(found.get(tp.partition, -1), meta.offset)
+    return found
+
+
+async def derivation_run(
+    case: Case, transactions: list, args: argparse.Namespace, *, code: str, tree: Path | None,
+    extra_env: dict[str, str] | None = None, profile: bool = False,
+) -> dict[str, Any]:
+    """One derivation run (see the module docstring); ``code`` names the code measured."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
     from app.ops.progress import wait_until_landed
+    from tests.integration.test_tables import expected_tables, landed_tables
 
-    for _ in range(2):  # the second pass covers table changes written while the first one polled
-        await wait_until_landed(settings, feeds, timeout_s, poll_s=0.25)
+    deployment = Deployment(args.window_ms, extra_env, args.keep_logs)
+    await deployment.open(args.partitions)
+    settings = deployment.settings
+    try:
+        started = time.monotonic()
+        ends = await fill_deltas(deployment, transactions, args.partitions)
+        total = sum(ends.values())
+        log(f"  [{code}] {len(transactions):,} transactions -> {total:,} delta messages in {time.monotonic() - started:.1f} s")
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        worker = deployment.start_worker(tree, "worker.log")
+        sampler = RssSampler(worker.pid)
+        sampler.start()
+        t0 = time.monotonic()
+        timeline: list[tuple[float, int, float]] = []  # (s since start, deltas committed, worker CPU s)
+        profiler = None
+        profile_raw = deployment.run.scratch / "profile.raw"
+        groups = [settings.table_group_id, settings.faust_app_id]  # this code's group, the Faust agent's
+        try:
+            while True:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited ({worker.returncode}):\n"
+                                       + (deployment.run.scratch / "worker.log").read_text(errors="replace")[-3000:])
+                now = time.monotonic() - t0
+                if now > args.timeout:
+                    raise TimeoutError(f"derivation not done after {args.timeout:.0f} s")
+                committed = await _committed(admin, groups, settings.table_deltas_topic)
+                done = sum(min(committed.get(p, 0), end) for p, end in ends.items())
+                timeline.append((round(now, 3), done, _proc_cpu_s(worker.pid) or 0.0))
+                if profile and profiler is None and done > 0:
+                    profiler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+                                                 "-r", "50", "-p", str(worker.pid), "-o", str(profile_raw)],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if done >= total:
+                    break
+                await asyncio.sleep(0.25)
+            derived_s = timeline[-1][0]
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
+            await wait_until_landed(settings, deployment.table_feeds(), timeout_s=args.timeout, poll_s=0.25)
+            landed_s = time.monotonic() - t0
+            table_records = await _topic_messages(settings, [f.topic for f in deployment.table_feeds()])
+            peak_kb = _proc_status(worker.pid, "VmHWM")
+        finally:
+            sampler.stop()
+            exit_code = stop_worker(worker)
+            await admin.close()
+        match = True
+        try:
+            from tests.integration.test_tables import assert_tables_match
+
+            assert_tables_match(await landed_tables(_Warehouse(settings)), expected_tables(transactions))
+        except AssertionError as exc:
+            match = False
+            log(f"  [{code}] TABLES DIFFER from the independent computation: {str(exc)[:300]}")
+        n = len(transactions)
+        first = next(row for row in timeline if row[1] > 0)
+        last = timeline[-1]
+        window = None
+        if last[0] > first[0]:
+            covered = (total - first[1]) / total * n  # transactions are spread evenly over the delta messages
+            window = {"seconds": last[0] - first[0], "transactions": covered, "tx_per_s": covered / (last[0] - first[0]),
+                      "cpu_us_per_tx": (last[2] - first[2]) / covered * 1e6,
+                      "cpu_cores": (last[2] - first[2]) / (last[0] - first[0])}
+        result = {
+            "code": code,
+            "case": case.name,
+            "users": case.users,
+            "products": case.products,
+            "transactions": n,
+            "delta_messages": total,
+            "derived_s": derived_s,
+            "tx_per_s": n / derived_s,
+            "cpu_s": timeline[-1][2],
+            "cpu_us_per_tx": timeline[-1][2] / n * 1e6,
+            "first_to_last_commit": window,
+            "landed_in_mysql_s": landed_s,
+            "table_topic_records": table_records,
+            "peak_rss_mb": (peak_kb or 0) / 1024,
+            "tables_match_independent_computation": match,
+            "worker_exit_code": exit_code,
+            "env": extra_env or {},
+        }
+        if profile and profile_raw.exists():
+            result["profile"] = _summarise_profile(profile_raw)
+        w = result["first_to_last_commit"] or {}
+        log(f"  [{code}] derived in {derived_s:.1f} s = {result['tx_per_s']:,.0f} tx/s, {result['cpu_us_per_tx']:.0f} CPU-µs/tx "
+            f"(first to last commit {w.get('tx_per_s', float('nan')):,.0f} tx/s, {w.get('cpu_us_per_tx', float('nan')):.0f} "
+            f"CPU-µs/tx); "
+            f"in MySQL after {landed_s:.1f} s; {table_records:,} table records; peak RSS {result['peak_rss_mb']:.0f} MB; "
+            f"match {match}")
+        return result
+    finally:
+        await deployment.close()
 
 
-async def _throughput(settings: Any, feeds: tuple, args: argparse.Namespace, env: dict[str, str]) -> tuple[dict, Any]:
-    from app.ops.topics import create_topics
-    from tests.integration.harness import WorkerProcess
+class _Warehouse:
+    """The connection arguments ``tests.integration.harness.fetch_all`` expects."""
+
+    def __init__(self, settings: Any) -> None:
+        s = settings.mysql
+        self.connect_kwargs = {"host": s.host, "port": s.port, "user": s.user,
+                               "password": s.password.get_secret_value(), "db": s.database}
+
+
+async def _topic_messages(settings: Any, topics: list[str]) -> int:
+    """Messages in ``topics`` (their end offsets: nothing is deleted from them during a run)."""
+    from app.ops.progress import _last_offsets
+
+    return sum(last + 1 for last in (await _last_offsets(settings, topics)).values())
+
+
+# -- 2. the whole pipeline, backlog ------------------------------------------------------------
+
+
+async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree: Path | None) -> dict[str, Any]:
+    """A backlog of transactions through streams *and* tables in one worker (the earlier benchmark's phase 1)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from app.ops.progress import feed_progress
+    from app.tables.sink import ledger_feed
+    from app.warehouse.sink import WarehouseSink
     from tools.loadgen import produce
 
-    await create_topics(settings, feeds, args.partitions)
-    topics = _stream_topics(feeds)
-    started = time.monotonic()
-    report = await produce(
-        settings.kafka.bootstrap_servers, topics, args.backlog, seed=1, rate=None,
-        anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist, now=NOW,
-    )
-    log(f"  filled {args.backlog:,} transactions ({sum(report.counts.values()):,} messages) in {time.monotonic() - started:.1f}s")
-    worker = WorkerProcess(env, Path(env["TXLAKE_DATADIR"]).parent / "worker.log").start()
-    sampler = RssSampler(worker.process.pid)
-    sampler.start()
-    started = time.monotonic()
-    await _wait_landed(settings, feeds, timeout_s=1800)
-    elapsed = time.monotonic() - started
-    sampler.stop()
-    result = {
-        "transactions": args.backlog,
-        "messages": sum(report.counts.values()),
-        "drain_s": elapsed,
-        "transactions_per_s": args.backlog / elapsed,
-        "messages_per_s": sum(report.counts.values()) / elapsed,
-        "peak_rss_mb": max((kb for _, kb in sampler.samples), default=0) / 1024,
-    }
-    return result, worker
+    deployment = Deployment(args.window_ms, keep_logs=args.keep_logs)
+    await deployment.open(args.partitions)
+    settings = deployment.settings
+    no_derive = settings.model_copy(update={"tables": settings.tables.model_copy(update={"derive": False})})
+    source = next(feed for feed in deployment.feeds if feed.derive_tables)
+    try:
+        report = await produce(
+            settings.kafka.bootstrap_servers, _stream_topics(deployment.feeds), args.pipeline_transactions, seed=1,
+            anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
+            now=NOW, users=case.users, products=case.products,
+        )
+        messages = sum(report.counts.values())
+        log(f"  [{code}] {args.pipeline_transactions:,} transactions = {messages:,} messages produced in {report.elapsed_s:.1f} s")
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        ledgers = WarehouseSink(settings.mysql)
+        worker = deployment.start_worker(tree, "worker.log")
+        t0 = time.monotonic()
+        try:
+            while True:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited ({worker.returncode})")
+                if time.monotonic() - t0 > args.timeout:
+                    raise TimeoutError(f"pipeline not landed after {args.timeout:.0f} s")
+                rows = await feed_progress(no_derive, deployment.feeds)  # streams and table feeds, not the deltas
+                done = bool(rows) and all(row.landed for row in rows)
+                if done:  # the delta sink sent every batch's deltas, and the derivation committed all of them
+                    for row in (r for r in rows if r.feed == source.name):
+                        done = done and await ledgers.landed_through(ledger_feed(source.name), row.topic, row.partition) >= row.last_offset
+                if done:
+                    from app.ops.progress import _last_offsets
+
+                    ends = {tp.partition: last + 1 for tp, last in (await _last_offsets(settings, [settings.table_deltas_topic])).items()}
+                    committed = await _committed(admin, [settings.table_group_id, settings.faust_app_id], settings.table_deltas_topic)
+                    done = all(committed.get(p, 0) >= end for p, end in ends.items())
+                if done:  # and the table topics, which the last flush may just have extended, are in MySQL
+                    rows = await feed_progress(no_derive, deployment.table_feeds())
+                    done = all(row.landed for row in rows)
+                if done:
+                    break
+                await asyncio.sleep(0.5)
+            elapsed = time.monotonic() - t0
+            cpu_s = _proc_cpu_s(worker.pid) or 0.0
+            peak_kb = _proc_status(worker.pid, "VmHWM")
+        finally:
+            exit_code = stop_worker(worker)
+            await ledgers.stop()
+            await admin.close()
+        n = args.pipeline_transactions
+        result = {
+            "code": code, "case": case.name, "users": case.users, "products": case.products, "transactions": n,
+            "messages": messages, "landed_s": elapsed, "tx_per_s": n / elapsed, "cpu_us_per_tx": cpu_s / n * 1e6,
+            "peak_rss_mb": (peak_kb or 0) / 1024, "worker_exit_code": exit_code,
+        }
+        log(f"  [{code}] streams and tables landed in {elapsed:.1f} s = {result['tx_per_s']:,.0f} tx/s, "
+            f"{result['cpu_us_per_tx']:.0f} CPU-µs/tx (start-up included); peak RSS {result['peak_rss_mb']:.0f} MB")
+        return result
+    finally:
+        await deployment.close()
 
 
-async def _latency(settings: Any, feeds: tuple, args: argparse.Namespace, worker: Any) -> dict:
+# -- 3. latency -------------------------------------------------------------------------------
+
+
+async def latency_run(case: Case, args: argparse.Namespace, *, code: str, tree: Path | None) -> dict[str, Any]:
     import aiomysql
+    import httpx
     from aiokafka import AIOKafkaProducer
 
     from models.transaction import to_wire
     from tools.loadgen import generate, produce
 
-    topics = _stream_topics(feeds)
+    deployment = Deployment(args.window_ms, keep_logs=args.keep_logs)
+    await deployment.open(args.partitions)
+    settings = deployment.settings
+    topics = _stream_topics(deployment.feeds)
     template = next(tx for tx in generate(50, seed=9, now=NOW) if tx.status == "COMPLETED")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=0)
-    await producer.start()
-    s = settings.mysql
-    connection = await aiomysql.connect(
-        host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(), db=s.database, autocommit=True
-    )
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    load = asyncio.create_task(produce(
-        settings.kafka.bootstrap_servers, topics, int(args.rate * args.seconds), seed=2, rate=args.rate,
-        anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist, now=NOW,
-    ))
-
-    async def markers() -> None:
-        n = 0
-        while not load.done():
-            n += 1
-            user = f"LAT-{n:06d}"
-            tx = template.model_copy(update={
-                "transaction_id": f"LAT-TX-{n}", "user": template.user.model_copy(update={"id": user}),
-                "event_timestamp": datetime.now(UTC),
-            })
-            sent[user] = time.monotonic()
-            await producer.send(topics.transactions, to_wire(tx), key=tx.transaction_id.encode())
-            await asyncio.sleep(MARKER_EVERY_S)
-
-    async def watch() -> None:
-        async with connection.cursor() as cursor:
-            while not load.done() or len(seen) < len(sent):
-                await cursor.execute(
-                    "SELECT user_id FROM fact_user_transaction_summary WHERE user_id LIKE 'LAT-%%' AND snapshot_version = 0"
-                )
-                now = time.monotonic()
-                for (user,) in await cursor.fetchall():
-                    seen.setdefault(user, now)
-                if load.done() and now - max(sent.values(), default=now) > 60:
-                    break
-                await asyncio.sleep(POLL_S)
-
-    sampler = RssSampler(worker.process.pid)
-    sampler.start()
     try:
-        await asyncio.gather(markers(), watch(), load)
+        worker = deployment.start_worker(tree, "worker.log")
+        async with httpx.AsyncClient() as client:  # ready: the worker answers and has its partitions
+            for _ in range(240):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{settings.web.port}/readyz", timeout=2)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.25)
+        await asyncio.sleep(2)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=0)
+        await producer.start()
+        s = settings.mysql
+        connection = await aiomysql.connect(host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(),
+                                            db=s.database, autocommit=True)
+        sent: dict[str, float] = {}
+        sent_wall: dict[str, float] = {}  # for the Kafka record timestamps of the hops
+        seen: dict[str, float] = {}
+        cpu_start, t_start = _proc_cpu_s(worker.pid) or 0.0, time.monotonic()
+        count = int(args.rate * args.seconds)
+        load = asyncio.create_task(produce(
+            settings.kafka.bootstrap_servers, topics, count, seed=2, rate=args.rate,
+            anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
+            now=NOW, users=case.users, products=case.products,
+        ))
+        load_cpu: list[float] = []
+
+        async def markers() -> None:
+            n = 0
+            while not load.done():
+                n += 1
+                user = f"LAT-{n:06d}"
+                tx = template.model_copy(update={
+                    "transaction_id": f"LAT-TX-{n}", "user": template.user.model_copy(update={"id": user}),
+                    "event_timestamp": datetime.now(UTC),
+                })
+                sent[user] = time.monotonic()
+                sent_wall[user] = time.time()
+                await producer.send(topics.transactions, to_wire(tx), key=tx.transaction_id.encode())
+                await asyncio.sleep(MARKER_EVERY_S)
+            load_cpu.append(_proc_cpu_s(worker.pid) or 0.0)
+            load_cpu.append(time.monotonic())
+
+        async def watch() -> None:
+            async with connection.cursor() as cursor:
+                while not load.done() or len(seen) < len(sent):
+                    await cursor.execute(
+                        "SELECT user_id FROM fact_user_transaction_summary WHERE user_id LIKE 'LAT-%%' AND snapshot_version = 0"
+                    )
+                    now = time.monotonic()
+                    for (user,) in await cursor.fetchall():
+                        seen.setdefault(user, now)
+                    if load.done() and now - max(sent.values(), default=now) > 60:
+                        break
+                    await asyncio.sleep(POLL_S)
+
+        sampler = RssSampler(worker.pid)
+        sampler.start()
+        try:
+            await asyncio.gather(markers(), watch(), load)
+        finally:
+            sampler.stop()
+            await producer.stop()
+            connection.close()
+            exit_code = stop_worker(worker)
+        latencies = sorted(seen[u] - sent[u] for u in seen if u in sent)
+        cuts = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
+        cpu_s = load_cpu[0] - cpu_start if load_cpu else None
+        hops = await _hops(deployment, sent_wall, {u: sent_wall[u] + seen[u] - sent[u] for u in seen if u in sent})
+        result = {
+            "code": code,
+            "case": case.name,
+            "users": case.users,
+            "products": case.products,
+            "rate_tx_per_s": args.rate,
+            "seconds": args.seconds,
+            "produced_s": (load_cpu[1] - t_start) if load_cpu else None,
+            "markers_sent": len(sent),
+            "markers_seen": len(latencies),
+            "p50_s": cuts[49],
+            "p90_s": cuts[89],
+            "p99_s": cuts[98],
+            "max_s": latencies[-1] if latencies else None,
+            "worker_cpu_us_per_tx": cpu_s / count * 1e6 if cpu_s else None,
+            "worker_cpu_cores": cpu_s / (load_cpu[1] - t_start) if load_cpu else None,
+            "peak_rss_mb": max((kb for _, kb in sampler.samples), default=0) / 1024,
+            "worker_exit_code": exit_code,
+            "hops": hops,
+        }
+        log(f"  [{code}/{case.name}] hops p50/p99: " + ", ".join(
+            f"{name} {h['p50_s']:.2f}/{h['p99_s']:.2f} s" for name, h in hops.items() if h))
+        log(f"  [{code}/{case.name}] p50 {result['p50_s']:.2f} s, p99 {result['p99_s']:.2f} s, max {result['max_s']:.2f} s "
+            f"({len(latencies)} of {len(sent)} markers); worker {result['worker_cpu_us_per_tx'] or 0:.0f} CPU-µs/tx")
+        return result
     finally:
-        sampler.stop()
-        await producer.stop()
-        connection.close()
-    latencies = sorted(seen[u] - sent[u] for u in seen if u in sent)
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
+        await deployment.close()
+
+
+async def _hops(deployment: Deployment, sent: dict[str, float], seen: dict[str, float]) -> dict[str, Any]:
+    # ``sent`` and ``seen``: wall-clock times (time.time()), comparable with the record timestamps
+    """Where each marker's time went, from Kafka's record timestamps: produce -> delta message sent
+    (the transaction feed's batch window and landing), -> table record written (the derivation),
+    -> visible in MySQL (the table feed's batch window and the fact sink)."""
+    from aiokafka import AIOKafkaConsumer
+
+    settings = deployment.settings
+    output = next(feed.topic for feed in deployment.feeds if feed.name == "user_transaction_summary")
+    consumer = AIOKafkaConsumer(settings.table_deltas_topic, output, bootstrap_servers=settings.kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    deltas: dict[str, float] = {}
+    written: dict[str, float] = {}
+    try:
+        ends = await consumer.end_offsets(list(consumer.assignment()) or await _assigned(consumer))
+        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                for message in messages:
+                    if tp.topic == output:
+                        user = json.loads(message.key).get("USER_ID", "")
+                        if user.startswith("LAT-"):
+                            written.setdefault(user, message.timestamp / 1000)
+                    elif b"LAT-" in message.value:
+                        for table in json.loads(message.value)["t"].values():
+                            for key in table:
+                                if key.startswith('{"USER_ID":"LAT-'):
+                                    deltas.setdefault(json.loads(key)["USER_ID"], message.timestamp / 1000)
+    finally:
+        await consumer.stop()
+
+    def cut(values: list[float]) -> dict[str, float] | None:
+        if len(values) < 2:
+            return None
+        q = statistics.quantiles(values, n=100)
+        return {"p50_s": q[49], "p99_s": q[98], "n": len(values)}
+
     return {
-        "rate_tx_per_s": args.rate,
-        "seconds": args.seconds,
-        "markers_sent": len(sent),
-        "markers_seen": len(latencies),
-        "p50_s": cuts[49],
-        "p90_s": cuts[89],
-        "p99_s": cuts[98],
-        "max_s": latencies[-1] if latencies else None,
-        "peak_rss_mb": max((kb for _, kb in sampler.samples), default=0) / 1024,
+        "produce_to_delta": cut([deltas[u] - sent[u] for u in deltas if u in sent]),
+        "delta_to_table_record": cut([written[u] - deltas[u] for u in written if u in deltas]),
+        "table_record_to_mysql": cut([seen[u] - written[u] for u in written if u in seen]),
     }
+
+
+async def _assigned(consumer: Any) -> list:
+    while not consumer.assignment():
+        await asyncio.sleep(0.1)
+    return list(consumer.assignment())
 
 
 def _stream_topics(feeds: tuple) -> Any:
@@ -177,61 +596,170 @@ def _stream_topics(feeds: tuple) -> Any:
     )
 
 
+# -- report -----------------------------------------------------------------------------------
+
+
+def _f(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
 def markdown(results: dict[str, Any]) -> str:
-    t, lat, m = results["throughput"], results["latency"], results["machine"]
-    return "\n".join([
-        f"Table path, measured {results['date_utc']} on {m['nproc']} vCPU / {m['memory_gib']} GiB "
-        f"({m['cpu_model']}); broker, MariaDB and worker on the same machine; batch window {results['window_ms']} ms.",
+    m, g = results["machine"], results["git"]
+    lines = [
+        "# Table path benchmark (`make bench-tables`)",
         "",
-        "| measure | result | target |",
-        "|---|---|---|",
-        f"| backlog of {t['transactions']:,} transactions ({t['messages']:,} messages) through streams **and** tables "
-        f"| {t['drain_s']:.1f} s = {t['transactions_per_s']:,.0f} transactions/s ({t['messages_per_s']:,.0f} msg/s), "
-        f"peak RSS {t['peak_rss_mb']:.0f} MB | - |",
-        f"| produce → visible in MySQL at a steady {lat['rate_tx_per_s']:,.0f} transactions/s, p50 | {lat['p50_s']:.2f} s | - |",
-        f"| same, p99 ({lat['markers_seen']} of {lat['markers_sent']} markers seen) | {lat['p99_s']:.2f} s | ≤ 2 s |",
-        f"| same, max | {lat['max_s']:.2f} s | - |",
-    ])
+        f"Measured {results['date_utc']} on {m['nproc']} vCPU / {m['memory_gib']} GiB ({m['cpu_model']}), "
+        f"load average at start {results.get('loadavg', '?')}; broker, MariaDB, load generator and worker on the same "
+        f"machine. Code: `{g['commit']}`"
+        + (f" (local changes: {', '.join(g['worker_code_changed'])})" if g["worker_code_changed"] else "")
+        + (f"; reference: `{results['reference']}`" if results.get("reference") else "")
+        + f". Batch window {results['window_ms']} ms. Raw: `bench/results/{results['results_file']}`.",
+    ]
+    runs = results.get("derivation", [])
+    if runs:
+        lines += [
+            "",
+            f"## Derivation alone: the delta messages of {runs[0]['transactions']:,} transactions, one worker",
+            "",
+            "Time from the worker's start until the derivation committed every deltas offset (a commit follows the "
+            "broker's acknowledgement of the changelog and table records it covers); *first → last commit* leaves "
+            "the process start-up out. CPU: the worker process's user + system time from /proc.",
+            "",
+            "| code | keys | transactions/s, first → last commit | CPU-µs/tx, first → last commit | transactions/s, whole run "
+            "| CPU-µs/tx, whole run | table records written | in MySQL after | peak RSS | tables = independent computation |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in runs:
+            w = r["first_to_last_commit"] or {}
+            env = ", ".join(f"{k}={v}" for k, v in r["env"].items())
+            lines.append(
+                f"| {r['code']}{' (' + env + ')' if env else ''} | {r['users']:,} users, {r['products']:,} products "
+                f"| **{_f(w.get('tx_per_s'))}** | **{_f(w.get('cpu_us_per_tx'))}** | {_f(r['tx_per_s'])} | {_f(r['cpu_us_per_tx'])} "
+                f"| {r['table_topic_records']:,} | {r['landed_in_mysql_s']:.1f} s "
+                f"| {r['peak_rss_mb']:.0f} MB | {'yes' if r['tables_match_independent_computation'] else '**NO**'} |"
+            )
+        ratios = results.get("ratios", [])
+        if ratios:
+            lines += ["", "| keys | current ÷ reference, transactions/s | reference ÷ current, CPU-µs/tx |", "|---|---:|---:|"]
+            for r in ratios:
+                lines.append(f"| {r['case']} | {r['throughput_ratio']:.1f}× | {r['cpu_ratio']:.1f}× |")
+    pipeline = results.get("pipeline", [])
+    if pipeline:
+        lines += [
+            "",
+            f"## Whole pipeline, backlog: {pipeline[0]['transactions']:,} transactions through streams and tables, one worker",
+            "",
+            "| code | keys | landed in | transactions/s | CPU-µs/tx | peak RSS |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in pipeline:
+            lines.append(f"| {r['code']} | {r['users']:,} users, {r['products']:,} products | {r['landed_s']:.1f} s "
+                         f"| **{_f(r['tx_per_s'])}** | {_f(r['cpu_us_per_tx'])} | {r['peak_rss_mb']:.0f} MB |")
+        ratios = results.get("pipeline_ratios", [])
+        if ratios:
+            lines += ["", "| keys | current ÷ reference, transactions/s | reference ÷ current, CPU-µs/tx |", "|---|---:|---:|"]
+            for r in ratios:
+                lines.append(f"| {r['case']} | {r['throughput_ratio']:.1f}× | {r['cpu_ratio']:.1f}× |")
+    latency = results.get("latency", [])
+    if latency:
+        lines += [
+            "",
+            f"## Produce → visible in MySQL, whole pipeline in one process, steady {latency[0]['rate_tx_per_s']:,.0f} "
+            f"transactions/s for {latency[0]['seconds']:.0f} s",
+            "",
+            "| code | keys | p50 | p90 | p99 (target ≤ 2 s) | max | markers seen | worker CPU-µs/tx | worker cores | peak RSS |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in latency:
+            lines.append(
+                f"| {r['code']} | {r['users']:,} users, {r['products']:,} products | {r['p50_s']:.2f} s | {r['p90_s']:.2f} s "
+                f"| **{r['p99_s']:.2f} s** | {_f(r['max_s'], 2)} s | {r['markers_seen']} of {r['markers_sent']} "
+                f"| {_f(r['worker_cpu_us_per_tx'])} | {_f(r['worker_cpu_cores'], 2)} | {r['peak_rss_mb']:.0f} MB |"
+            )
+        lines += [
+            "",
+            "Where the markers' time went (Kafka record timestamps; p50 / p99): the transaction feed's batch window and "
+            "landing up to the delta message, the derivation up to the table record, the table feed's batch window "
+            "and the fact sink up to the row in MySQL.",
+            "",
+            "| code | keys | produce → delta message | delta message → table record (derivation) | table record → MySQL |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in latency:
+            h = r.get("hops") or {}
+
+            def hop(name: str, h: dict = h) -> str:
+                v = h.get(name)
+                return f"{v['p50_s']:.2f} / {v['p99_s']:.2f} s" if v else "—"
+
+            lines.append(f"| {r['code']} | {r['users']:,} users, {r['products']:,} products | {hop('produce_to_delta')} "
+                         f"| {hop('delta_to_table_record')} | {hop('table_record_to_mysql')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Current ÷ reference per case; derivation runs compare their first -> last commit figures."""
+
+    def figures(run: dict[str, Any]) -> tuple[float, float]:
+        window = run.get("first_to_last_commit")
+        return (window["tx_per_s"], window["cpu_us_per_tx"]) if window else (run["tx_per_s"], run["cpu_us_per_tx"])
+
+    out = []
+    for case in dict.fromkeys(r["case"] for r in runs):
+        current = [r for r in runs if r["case"] == case and r["code"] == "current" and not r.get("env")]
+        reference = [r for r in runs if r["case"] == case and r["code"] == "reference"]
+        if current and reference:
+            (c_tx, c_cpu), (r_tx, r_cpu) = figures(current[0]), figures(reference[0])
+            out.append({"case": case, "throughput_ratio": c_tx / r_tx, "cpu_ratio": r_cpu / c_cpu})
+    return out
 
 
 async def _amain(args: argparse.Namespace) -> dict[str, Any]:
-    from app.core.feeds import load_feeds
-    from app.core.settings import Settings
+    from tools.loadgen import generate
 
-    run = new_run(args.window_ms)
-    run.env["TXLAKE_TABLES__DERIVE"] = "true"  # new_run turns it off for the stream benchmark
-    os.environ.update(run.env)
-    settings = Settings()
-    feeds = load_feeds(settings)
+    cases = [CASES[name] for name in args.cases.split(",") if name]
     results: dict[str, Any] = {
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "git": git_state(),
+        "reference": _tree_commit(args.reference_tree) if args.reference_tree else None,
         "window_ms": args.window_ms,
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "derivation": [],
+        "pipeline": [],
+        "latency": [],
     }
-    await create_database(run.database, settings.mysql.user)
-    worker = None
-    try:
-        log(f"1/2 throughput: {args.backlog:,} transactions, window {args.window_ms} ms")
-        results["throughput"], worker = await _throughput(settings, feeds, args, {**os.environ, **run.env})
-        t = results["throughput"]
-        log(f"  landed in {t['drain_s']:.1f}s = {t['transactions_per_s']:,.0f} transactions/s")
-        log(f"2/2 latency: {args.rate:,.0f} transactions/s for {args.seconds:.0f}s")
-        results["latency"] = await _latency(settings, feeds, args, worker)
-        lat = results["latency"]
-        log(f"  p50 {lat['p50_s']:.3f}s p99 {lat['p99_s']:.3f}s max {lat['max_s']:.3f}s ({lat['markers_seen']} markers)")
-    finally:
-        if worker is not None:
-            worker.stop()
-        from app.tables.state import state_table_names
-
-        topics = [f.topic for f in feeds] + [settings.dead_letter_topic, settings.table_deltas_topic]
-        topics += [f"{settings.faust_app_id}-{name}-changelog" for name in state_table_names()]
-        await delete_topics(settings.kafka.bootstrap_servers, topics)
-        await drop_database(run.database, settings.mysql.user)
-        shutil.rmtree(run.scratch, ignore_errors=True)
+    if not args.skip_derivation:
+        for case in cases:
+            log(f"derivation, {case.name}: {args.transactions:,} transactions, {case.users:,} users, {case.products:,} products")
+            transactions = list(generate(args.transactions, seed=1, now=NOW, users=case.users, products=case.products))
+            results["derivation"].append(await derivation_run(case, transactions, args, code="current", tree=None,
+                                                              profile=args.profile))
+            if args.reference_tree is not None:
+                results["derivation"].append(await derivation_run(case, transactions, args, code="reference",
+                                                                  tree=args.reference_tree))
+            if args.sensors_ab:
+                results["derivation"].append(await derivation_run(
+                    case, transactions, args, code="current", tree=None, extra_env={"TXLAKE_WEB__FAUST_SENSORS": "false"}))
+        results["ratios"] = _ratios(results["derivation"])
+    if args.pipeline_transactions:
+        for case in cases:
+            log(f"pipeline backlog, {case.name}: {args.pipeline_transactions:,} transactions through streams and tables")
+            results["pipeline"].append(await pipeline_run(case, args, code="current", tree=None))
+            if args.reference_tree is not None:
+                results["pipeline"].append(await pipeline_run(case, args, code="reference", tree=args.reference_tree))
+        results["pipeline_ratios"] = _ratios(results["pipeline"])
+    if not args.skip_latency:
+        for case in cases:
+            log(f"latency, {case.name}: {args.rate:,.0f} transactions/s for {args.seconds:.0f} s")
+            results["latency"].append(await latency_run(case, args, code="current", tree=None))
     return results
+
+
+def _tree_commit(tree: Path) -> str:
+    stamp = tree / ".commit"
+    return stamp.read_text().strip() if stamp.exists() else str(tree)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,11 +767,14 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     results = asyncio.run(_amain(args))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    results["results_file"] = f"tables-{stamp}.json"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"tables-{stamp}.json"
+    out = RESULTS_DIR / results["results_file"]
     out.write_text(json.dumps(results, indent=2, default=str) + "\n", "utf-8")
-    print(markdown(results))
-    log(f"results: {out.relative_to(REPO)}")
+    text = markdown(results)
+    LATEST_MD.write_text(text, "utf-8")
+    print(text)
+    log(f"results: {out.relative_to(REPO)}, {LATEST_MD.relative_to(REPO)}")
     return 0
 
 
