@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", default="realistic,demo", help="key cardinalities: realistic, demo (comma-separated)")
     parser.add_argument("--reference-tree", type=Path, default=None,
                         help="a checkout of another commit whose worker is measured back to back (derivation)")
+    parser.add_argument("--reference-transactions", type=int, default=20_000,
+                        help="transactions of the reference tree's derivation runs (its Faust producer buffer makes a "
+                        "large backlog take very long; per-transaction figures are compared)")
     parser.add_argument("--sensors-ab", action="store_true", help="also run the derivation with Faust's sensors off")
     parser.add_argument("--rate", type=float, default=5000.0, help="steady transactions/s of the latency runs")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each latency run")
@@ -737,8 +740,8 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
             results["derivation"].append(await derivation_run(case, transactions, args, code="current", tree=None,
                                                               profile=args.profile))
             if args.reference_tree is not None:
-                results["derivation"].append(await derivation_run(case, transactions, args, code="reference",
-                                                                  tree=args.reference_tree))
+                results["derivation"].append(await derivation_run(
+                    case, transactions[:args.reference_transactions], args, code="reference", tree=args.reference_tree))
             if args.sensors_ab:
                 results["derivation"].append(await derivation_run(
                     case, transactions, args, code="current", tree=None, extra_env={"TXLAKE_WEB__FAUST_SENSORS": "false"}))
