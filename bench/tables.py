@@ -8,12 +8,13 @@ Two key cardinalities (``--cases``): ``realistic`` = 100,000 users and 10,000 pr
 
 1. **Derivation alone.** The deltas topic is filled with the delta messages of ``--transactions``
    transactions exactly as the delta sink sends them (source batches of ``flush_size`` per
-   partition); then one worker with table derivation on starts. The stream topics are empty, so the
-   process derives the tables and lands the table topics, nothing else. Measured: the time until the
-   derivation committed every deltas offset (a commit follows the broker's acknowledgement of the
-   changelog and table records it covers) and the worker's CPU time from ``/proc``, per transaction,
-   from the first commit to the last (process start-up left out) and over the whole run; then when
-   the table topics are in MySQL, and whether the four fact tables equal an independent computation.
+   partition); then a process derives them: the table agent alone (``agent``: what a tables-only
+   process runs) or a whole ``txlake worker`` (``worker``: it also lands the table topics in MySQL
+   meanwhile; the stream topics are empty). Measured: the time until the derivation committed every
+   deltas offset (a commit follows the broker's acknowledgement of the changelog and table records it
+   covers) and the process's CPU time from ``/proc``, per transaction, from the first commit to the
+   last (start-up left out) and over the whole run. The table topics are then read back and compared
+   with an independent computation.
 2. **Whole pipeline, backlog.** ``--pipeline-transactions`` transactions in the four stream topics;
    one worker lands streams and tables; time and CPU until everything is in the lake and MySQL (the
    earlier version of this benchmark measured only this).
@@ -23,7 +24,7 @@ Two key cardinalities (``--cases``): ``realistic`` = 100,000 users and 10,000 pr
    ``fact_user_transaction_summary`` (polled every 10 ms): latency = first seen - sent.
 
 With ``--reference-tree DIR`` (an export of another commit, e.g. the base branch; its ``.commit``
-file names it) phases 1 and 2 are repeated back to back with that tree's worker code: on a shared
+file names it) phases 1 (whole worker) and 2 are repeated back to back with that tree's worker code: on a shared
 machine the ratios, measured minutes apart, are the result, not the absolute figures.
 ``--sensors-ab`` repeats phase 1 of the current code with Faust's sensors off.
 
@@ -79,6 +80,7 @@ class Case:
     products: int
 
 
+MODES = {"agent": "agent alone", "worker": "whole worker"}
 CASES = {"realistic": Case("realistic", 100_000, 10_000), "demo": Case("demo", 500, 50)}
 
 
@@ -150,16 +152,19 @@ class Deployment:
             await drop_database(self.run.database, s.mysql.user)
             shutil.rmtree(self.run.scratch, ignore_errors=True)
 
-    def start_worker(self, tree: Path | None, log_name: str) -> subprocess.Popen:
-        """``txlake worker`` of this checkout, or of ``tree`` (its code first on the path)."""
+    def start_worker(self, tree: Path | None, log_name: str, *, agent_only: bool = False) -> subprocess.Popen:
+        """``txlake worker`` of this checkout, or of ``tree`` (its code first on the path); with
+        ``agent_only`` a process that runs the table agent alone (:func:`run_agent`)."""
         env = {**os.environ, **self.env}
-        if tree is None:
+        cwd = self.run.scratch
+        if agent_only:
+            command = [sys.executable, "-c", "from bench.tables import run_agent; run_agent()"]
+            env["PYTHONPATH"] = str(REPO)
+        elif tree is None:
             command = [str(Path(sys.executable).parent / "txlake"), "worker"]
-            cwd = self.run.scratch
         else:
             command = [sys.executable, "-c", "import sys; from app.ops.cli import main; sys.exit(main())", "worker"]
             env["PYTHONPATH"] = str(tree)
-            cwd = self.run.scratch
         with open(self.run.scratch / log_name, "wb") as out:
             return subprocess.Popen(command, env=env, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT)
 
@@ -227,26 +232,27 @@ async def _committed(admin: Any, groups: list[str], topic: str) -> dict[int, int
 
 
 async def derivation_run(
-    case: Case, transactions: list, args: argparse.Namespace, *, code: str, tree: Path | None,
+    case: Case, transactions: list, args: argparse.Namespace, *, code: str, tree: Path | None, mode: str,
     extra_env: dict[str, str] | None = None, profile: bool = False,
 ) -> dict[str, Any]:
-    """One derivation run (see the module docstring); ``code`` names the code measured."""
+    """One derivation run (see the module docstring); ``code`` names the code measured, ``mode`` is
+    ``agent`` (the table agent alone in its process) or ``worker`` (a whole worker)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from app.ops.progress import wait_until_landed
-    from tests.integration.test_tables import expected_tables, landed_tables
+    from tests.integration.test_tables import assert_tables_match, expected_tables
 
     deployment = Deployment(args.window_ms, extra_env, args.keep_logs)
     await deployment.open(args.partitions)
     settings = deployment.settings
+    label = f"{code}/{mode}"
     try:
         started = time.monotonic()
         ends = await fill_deltas(deployment, transactions, args.partitions)
         total = sum(ends.values())
-        log(f"  [{code}] {len(transactions):,} transactions -> {total:,} delta messages in {time.monotonic() - started:.1f} s")
+        log(f"  [{label}] {len(transactions):,} transactions -> {total:,} delta messages in {time.monotonic() - started:.1f} s")
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
         await admin.start()
-        worker = deployment.start_worker(tree, "worker.log")
+        worker = deployment.start_worker(tree, "worker.log", agent_only=mode == "agent")
         sampler = RssSampler(worker.pid)
         sampler.start()
         t0 = time.monotonic()
@@ -272,26 +278,21 @@ async def derivation_run(
                 if done >= total:
                     break
                 await asyncio.sleep(0.25)
-            derived_s = timeline[-1][0]
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(60)
-            await wait_until_landed(settings, deployment.table_feeds(), timeout_s=args.timeout, poll_s=0.25)
-            landed_s = time.monotonic() - t0
-            table_records = await _topic_messages(settings, [f.topic for f in deployment.table_feeds()])
             peak_kb = _proc_status(worker.pid, "VmHWM")
         finally:
             sampler.stop()
             exit_code = stop_worker(worker)
             await admin.close()
+        table_records, derived = await _table_topics(settings, deployment.table_feeds())
         match = True
         try:
-            from tests.integration.test_tables import assert_tables_match
-
-            assert_tables_match(await landed_tables(_Warehouse(settings)), expected_tables(transactions))
+            assert_tables_match(derived, expected_tables(transactions))
         except AssertionError as exc:
             match = False
-            log(f"  [{code}] TABLES DIFFER from the independent computation: {str(exc)[:300]}")
+            log(f"  [{label}] TABLES DIFFER from the independent computation: {str(exc)[:300]}")
         n = len(transactions)
         first = next(row for row in timeline if row[1] > 0)
         last = timeline[-1]
@@ -303,17 +304,17 @@ async def derivation_run(
                       "cpu_cores": (last[2] - first[2]) / (last[0] - first[0])}
         result = {
             "code": code,
+            "mode": mode,
             "case": case.name,
             "users": case.users,
             "products": case.products,
             "transactions": n,
             "delta_messages": total,
-            "derived_s": derived_s,
-            "tx_per_s": n / derived_s,
-            "cpu_s": timeline[-1][2],
-            "cpu_us_per_tx": timeline[-1][2] / n * 1e6,
+            "derived_s": last[0],
+            "tx_per_s": n / last[0],
+            "cpu_s": last[2],
+            "cpu_us_per_tx": last[2] / n * 1e6,
             "first_to_last_commit": window,
-            "landed_in_mysql_s": landed_s,
             "table_topic_records": table_records,
             "peak_rss_mb": (peak_kb or 0) / 1024,
             "tables_match_independent_computation": match,
@@ -322,34 +323,79 @@ async def derivation_run(
         }
         if profile and profile_raw.exists():
             result["profile"] = _summarise_profile(profile_raw)
-        w = result["first_to_last_commit"] or {}
-        log(f"  [{code}] derived in {derived_s:.1f} s = {result['tx_per_s']:,.0f} tx/s, {result['cpu_us_per_tx']:.0f} CPU-µs/tx "
+        w = window or {}
+        log(f"  [{label}] derived in {last[0]:.1f} s = {result['tx_per_s']:,.0f} tx/s, {result['cpu_us_per_tx']:.0f} CPU-µs/tx "
             f"(first to last commit {w.get('tx_per_s', float('nan')):,.0f} tx/s, {w.get('cpu_us_per_tx', float('nan')):.0f} "
-            f"CPU-µs/tx); "
-            f"in MySQL after {landed_s:.1f} s; {table_records:,} table records; peak RSS {result['peak_rss_mb']:.0f} MB; "
-            f"match {match}")
+            f"CPU-µs/tx); {table_records:,} table records; peak RSS {result['peak_rss_mb']:.0f} MB; tables match: {match}")
         return result
     finally:
         await deployment.close()
 
 
-class _Warehouse:
-    """The connection arguments ``tests.integration.harness.fetch_all`` expects."""
+async def _table_topics(settings: Any, feeds: tuple) -> tuple[int, dict[str, dict[tuple, tuple]]]:
+    """The records in the table topics, and the tables they hold (last value per key), shaped like
+    ``tests.integration.test_tables.landed_tables`` (measures as the fact table's DECIMAL columns hold them)."""
+    from decimal import Decimal
 
-    def __init__(self, settings: Any) -> None:
-        s = settings.mysql
-        self.connect_kwargs = {"host": s.host, "port": s.port, "user": s.user,
-                               "password": s.password.get_secret_value(), "db": s.database}
+    from aiokafka import AIOKafkaConsumer
+
+    from app.ops.kafka_positions import read_positions
+    from models.tables import decode_row
+
+    def dec(value: float | None, places: int) -> Decimal | None:
+        return None if value is None else Decimal(repr(value)).quantize(Decimal(1).scaleb(-places))
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    records, tables = 0, {}
+    try:
+        for feed in feeds:
+            spec = feed.table_spec
+            tps = list((await read_positions(settings, [feed.topic])).last_offset)
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await consumer.seek_to_beginning(*tps)
+            rows: dict[tuple, Any] = {}
+            while any(await consumer.position(tp) < end for tp, end in ends.items()):
+                for messages in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
+                    for message in messages:
+                        row = decode_row(spec, message.key, message.value)
+                        rows[row.key] = row.value
+                        records += 1
+            if spec.name == "user_transaction_summary":
+                shaped = {k: (dec(v.total_amount, 2), v.transaction_count, dec(v.avg_amount, 4)) for k, v in rows.items()}
+            elif spec.name == "user_transaction_summary_eur":
+                shaped = {k: (dec(v.total_amount_eur, 2), v.transaction_count, dec(v.avg_amount_eur, 4),
+                              dec(v.exchange_rate, 8)) for k, v in rows.items()}
+            elif spec.name == "payment_method_totals":
+                shaped = {k: (dec(v.total_amount, 2), v.transaction_count, dec(v.avg_amount, 4)) for k, v in rows.items()}
+            else:
+                shaped = {k: (v.purchase_count, dec(v.total_revenue, 2), dec(v.avg_price, 4), v.unique_buyers)
+                          for k, v in rows.items()}
+            tables[spec.name] = shaped
+    finally:
+        await consumer.stop()
+    return records, tables
 
 
-async def _topic_messages(settings: Any, topics: list[str]) -> int:
-    """Messages in ``topics`` (their end offsets: nothing is deleted from them during a run)."""
-    from app.ops.progress import _last_offsets
+def run_agent() -> None:
+    """The ``agent`` mode's process: the table agent alone (what a tables-only process runs), until SIGTERM."""
+    import logging
 
-    return sum(last + 1 for last in (await _last_offsets(settings, topics)).values())
+    from agents.tables import TableAgent
+    from app.core.feeds import load_feeds
+    from app.core.settings import Settings
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    agent = TableAgent(settings, {feed.table: feed.topic for feed in load_feeds(settings) if feed.table})
 
-# -- 2. the whole pipeline, backlog ------------------------------------------------------------
+    async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(agent.stop()))
+        await agent.run()
+
+    asyncio.run(main())
 
 
 async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree: Path | None) -> dict[str, Any]:
@@ -357,15 +403,11 @@ async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from app.ops.progress import feed_progress
-    from app.tables.sink import ledger_feed
-    from app.warehouse.sink import WarehouseSink
     from tools.loadgen import produce
 
     deployment = Deployment(args.window_ms, keep_logs=args.keep_logs)
     await deployment.open(args.partitions)
     settings = deployment.settings
-    no_derive = settings.model_copy(update={"tables": settings.tables.model_copy(update={"derive": False})})
-    source = next(feed for feed in deployment.feeds if feed.derive_tables)
     try:
         report = await produce(
             settings.kafka.bootstrap_servers, _stream_topics(deployment.feeds), args.pipeline_transactions, seed=1,
@@ -376,38 +418,32 @@ async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree:
         log(f"  [{code}] {args.pipeline_transactions:,} transactions = {messages:,} messages produced in {report.elapsed_s:.1f} s")
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
         await admin.start()
-        ledgers = WarehouseSink(settings.mysql)
         worker = deployment.start_worker(tree, "worker.log")
         t0 = time.monotonic()
+        groups = [settings.table_group_id, settings.faust_app_id]
         try:
             while True:
                 if worker.poll() is not None:
                     raise RuntimeError(f"worker exited ({worker.returncode})")
                 if time.monotonic() - t0 > args.timeout:
                     raise TimeoutError(f"pipeline not landed after {args.timeout:.0f} s")
-                rows = await feed_progress(no_derive, deployment.feeds)  # streams and table feeds, not the deltas
-                done = bool(rows) and all(row.landed for row in rows)
-                if done:  # the delta sink sent every batch's deltas, and the derivation committed all of them
-                    for row in (r for r in rows if r.feed == source.name):
-                        done = done and await ledgers.landed_through(ledger_feed(source.name), row.topic, row.partition) >= row.last_offset
-                if done:
-                    from app.ops.progress import _last_offsets
-
-                    ends = {tp.partition: last + 1 for tp, last in (await _last_offsets(settings, [settings.table_deltas_topic])).items()}
-                    committed = await _committed(admin, [settings.table_group_id, settings.faust_app_id], settings.table_deltas_topic)
-                    done = all(committed.get(p, 0) >= end for p, end in ends.items())
-                if done:  # and the table topics, which the last flush may just have extended, are in MySQL
-                    rows = await feed_progress(no_derive, deployment.table_feeds())
-                    done = all(row.landed for row in rows)
-                if done:
-                    break
+                # every sink of every feed (the delta sink included) holds Kafka's end, the derivation
+                # committed every delta message (in either code's group), and then -- the last flush may
+                # have extended them -- the table feeds hold their topics' ends
+                rows = await feed_progress(settings, deployment.feeds)
+                feeds_done = all(row.landed for row in rows if row.feed != "table_deltas")
+                deltas_end = {row.partition: row.last_offset + 1 for row in rows if row.feed == "table_deltas"}
+                committed = await _committed(admin, groups, settings.table_deltas_topic) if feeds_done else {}
+                if feeds_done and all(committed.get(p, 0) >= end for p, end in deltas_end.items()):
+                    rows = await feed_progress(settings, deployment.table_feeds())
+                    if all(row.landed for row in rows):
+                        break
                 await asyncio.sleep(0.5)
             elapsed = time.monotonic() - t0
             cpu_s = _proc_cpu_s(worker.pid) or 0.0
             peak_kb = _proc_status(worker.pid, "VmHWM")
         finally:
             exit_code = stop_worker(worker)
-            await ledgers.stop()
             await admin.close()
         n = args.pipeline_transactions
         result = {
@@ -624,22 +660,26 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"## Derivation alone: the delta messages of {runs[0]['transactions']:,} transactions, one worker",
             "",
-            "Time from the worker's start until the derivation committed every deltas offset (a commit follows the "
+            "Time from the process start until the derivation committed every deltas offset (a commit follows the "
             "broker's acknowledgement of the changelog and table records it covers); *first → last commit* leaves "
-            "the process start-up out. CPU: the worker process's user + system time from /proc.",
+            "the process start-up out. CPU: the process's user + system time from /proc. *Agent alone*: a process "
+            "running only the table agent; *whole worker*: `txlake worker`, which also lands the table topics in "
+            "MySQL meanwhile (the stream topics are empty). The table topics are then read back and compared with "
+            "an independent computation.",
             "",
-            "| code | keys | transactions/s, first → last commit | CPU-µs/tx, first → last commit | transactions/s, whole run "
-            "| CPU-µs/tx, whole run | table records written | in MySQL after | peak RSS | tables = independent computation |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| code, process | keys | transactions/s, first → last commit | CPU-µs/tx, first → last commit "
+            "| transactions/s, whole run | CPU-µs/tx, whole run | table records written | peak RSS "
+            "| table topics = independent computation |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in runs:
             w = r["first_to_last_commit"] or {}
             env = ", ".join(f"{k}={v}" for k, v in r["env"].items())
             lines.append(
-                f"| {r['code']}{' (' + env + ')' if env else ''} | {r['users']:,} users, {r['products']:,} products "
+                f"| {r['code']}, {MODES[r['mode']]}{' (' + env + ')' if env else ''} | {r['users']:,} users, {r['products']:,} products "
                 f"| **{_f(w.get('tx_per_s'))}** | **{_f(w.get('cpu_us_per_tx'))}** | {_f(r['tx_per_s'])} | {_f(r['cpu_us_per_tx'])} "
-                f"| {r['table_topic_records']:,} | {r['landed_in_mysql_s']:.1f} s "
-                f"| {r['peak_rss_mb']:.0f} MB | {'yes' if r['tables_match_independent_computation'] else '**NO**'} |"
+                f"| {r['table_topic_records']:,} | {r['peak_rss_mb']:.0f} MB "
+                f"| {'yes' if r['tables_match_independent_computation'] else '**NO**'} |"
             )
         ratios = results.get("ratios", [])
         if ratios:
@@ -709,7 +749,8 @@ def _ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     out = []
     for case in dict.fromkeys(r["case"] for r in runs):
-        current = [r for r in runs if r["case"] == case and r["code"] == "current" and not r.get("env")]
+        current = [r for r in runs if r["case"] == case and r["code"] == "current" and not r.get("env")
+                   and r.get("mode", "worker") == "worker"]
         reference = [r for r in runs if r["case"] == case and r["code"] == "reference"]
         if current and reference:
             (c_tx, c_cpu), (r_tx, r_cpu) = figures(current[0]), figures(reference[0])
@@ -737,14 +778,16 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
         for case in cases:
             log(f"derivation, {case.name}: {args.transactions:,} transactions, {case.users:,} users, {case.products:,} products")
             transactions = list(generate(args.transactions, seed=1, now=NOW, users=case.users, products=case.products))
-            results["derivation"].append(await derivation_run(case, transactions, args, code="current", tree=None,
-                                                              profile=args.profile))
+            runs = results["derivation"]
+            runs.append(await derivation_run(case, transactions, args, code="current", tree=None, mode="agent",
+                                             profile=args.profile))
+            runs.append(await derivation_run(case, transactions, args, code="current", tree=None, mode="worker"))
             if args.reference_tree is not None:
-                results["derivation"].append(await derivation_run(
-                    case, transactions[:args.reference_transactions], args, code="reference", tree=args.reference_tree))
+                runs.append(await derivation_run(case, transactions[:args.reference_transactions], args, code="reference",
+                                                 tree=args.reference_tree, mode="worker"))
             if args.sensors_ab:
-                results["derivation"].append(await derivation_run(
-                    case, transactions, args, code="current", tree=None, extra_env={"TXLAKE_WEB__FAUST_SENSORS": "false"}))
+                runs.append(await derivation_run(case, transactions, args, code="current", tree=None, mode="worker",
+                                                 extra_env={"TXLAKE_WEB__FAUST_SENSORS": "false"}))
         results["ratios"] = _ratios(results["derivation"])
     if args.pipeline_transactions:
         for case in cases:

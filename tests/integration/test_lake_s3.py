@@ -8,7 +8,6 @@ bucket and lands under ``s3://<bucket>/lake``. Kafka and MariaDB are not needed.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -27,9 +26,11 @@ from app.core.errors import LakeSinkError
 from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 from app.core.sink import Batch
-from app.lake.sink import LakeSink, read_landed_through
+from app.lake.ledger import read_landed_through
+from app.lake.sink import LakeSink
 from app.lake.storage import ObjectStorage, open_lake_storage
 from tools.loadgen import generate
+from tools.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +41,13 @@ KEY_ID, SECRET = "txlake-test", "txlake-test-secret"  # moto accepts any credent
 START_TIMEOUT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 for the whole session (fails the tests if it cannot start)."""
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         pytest.fail(f"{executable} not found: install the dev extra (pip install -c constraints.txt -e '.[dev]')")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with open(log_path, "wb") as log:
@@ -160,7 +155,7 @@ async def test_a_batch_spanning_days_lands_one_object_per_day(lake, records):
     assert read_landed_through(_storage(lake), FEED.dataset, "tx", 0) == len(records) - 1
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == len(records) - 1
     assert read_landed_through(lake, FEED.dataset, "tx", 1) == -1
-    assert sink.landed_through(FEED.dataset, "tx", 0) == len(records) - 1
+    assert await sink.position(FEED, 0) == len(records) - 1
 
 
 async def test_replays_are_skipped_and_overlaps_land_only_the_new_part(lake, records):
@@ -222,7 +217,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     def die(*_args, **_kwargs):
         raise SystemExit("killed before the ledger PUT")
 
-    monkeypatch.setattr("app.lake.sink._write_durably", die)
+    monkeypatch.setattr("app.lake.ledger._write_durably", die)
     with pytest.raises(SystemExit):
         sink.write_sync(_batch(records[100:], first_offset=100))
     monkeypatch.undo()
@@ -234,7 +229,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == 99
 
     restarted = LakeSink.from_settings(lake.model_copy(update={"staging_grace_s": 0}))
-    assert restarted.landed_through(FEED.dataset, "tx", 0) == 99  # recovery deleted the staged objects
+    assert await restarted.position(FEED, 0) == 99  # recovery deleted the staged objects
     assert not _objects(lake, "_txlake/staging")
     assert await restarted.write(_batch(records[100:], first_offset=100)) == 200
     assert sorted(_visible(lake).column("_kafka_offset").to_pylist()) == list(range(300))
