@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
@@ -217,9 +217,12 @@ def encode_value(record: Record) -> bytes:
     return record.model_dump_json(by_alias=True).encode()
 
 
+_QUANTUM = {places: Decimal(1).scaleb(-places) for places in range(9)}
+
+
 def money(value: Decimal, places: int = 2) -> float:
     """A decimal rounded half-up to ``places`` as the JSON number ksqlDB's DOUBLE would carry."""
-    return float(value.quantize(Decimal(1).scaleb(-places), rounding="ROUND_HALF_UP"))
+    return float(value.quantize(_QUANTUM[places], rounding=ROUND_HALF_UP))
 
 
 def fields_of(record: Record) -> dict[str, Any]:
