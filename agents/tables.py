@@ -136,7 +136,7 @@ class TableAgent(ConsumerRebalanceListener):
             await consumer.start()
             await self._derive()
             async with self._flush_lock:
-                await self._flush_owned([c for c in self.active.values() if c.unflushed])
+                await self._flush_owned([c for c in self.active.values() if c.unflushed], "stopping")
             if self._committing is not None:
                 await self._committing
             stopped_cleanly = True
@@ -181,23 +181,24 @@ class TableAgent(ConsumerRebalanceListener):
                         if self.active.get(tp.partition) is not cache:
                             break  # revoked meanwhile
                     _fold(cache, message.offset, message.value)
-            due = self._due(now)
+            due, reason = self._due(now)
             if due:
                 async with self._flush_lock:
-                    await self._flush_owned([c for c in due if self.active.get(c.partition) is c])
+                    await self._flush_owned([c for c in due if self.active.get(c.partition) is c], reason)
             await self._check_stalls(now)
 
-    def _due(self, now: float) -> list[PartitionCache]:
-        """The windows to flush now (all of them, in one flush), or none."""
+    def _due(self, now: float) -> tuple[list[PartitionCache], str]:
+        """The windows to flush now (all of them, in one flush) and why, or none."""
         unflushed = [cache for cache in self.active.values() if cache.unflushed]
         if not unflushed:
-            return []
+            return [], ""
         if sum(cache.touched_keys for cache in unflushed) >= self.cache_max_keys:
-            return unflushed
-        oldest = min(cache.window_started or now for cache in unflushed)
-        if now - oldest >= self.commit_interval_s or self._caught_up():
-            return unflushed
-        return []
+            return unflushed, "cache_full"
+        if now - min(cache.window_started or now for cache in unflushed) >= self.commit_interval_s:
+            return unflushed, "interval"
+        if self._caught_up():
+            return unflushed, "caught_up"
+        return [], ""
 
     def _caught_up(self) -> bool:
         """Whether every owned partition is folded up to the end the consumer last saw."""
@@ -210,7 +211,7 @@ class TableAgent(ConsumerRebalanceListener):
 
     # -- flushing ----------------------------------------------------------------------------
 
-    async def _flush_owned(self, caches: list[PartitionCache]) -> None:
+    async def _flush_owned(self, caches: list[PartitionCache], reason: str) -> None:
         """Write the windows of ``caches`` (step 1), their progress (step 2), then ack (step 3).
 
         The caller holds the flush lock. Raises if the broker refused the records for good; then
@@ -242,6 +243,7 @@ class TableAgent(ConsumerRebalanceListener):
                 by_partition[partition].ends[topic] = end
         for table, changed in flush.changed.items():
             metrics.TABLE_UPDATES.labels(table).inc(changed)
+        metrics.TABLE_FLUSHES.labels(reason).inc()
         metrics.TABLE_FLUSH_KEYS.observe(flush.touched)
         metrics.TABLE_FLUSH_SECONDS.observe(time.monotonic() - started)
         self._commit_soon({TopicPartition(self.deltas_topic, p): offset + 1 for p, offset in covered.items()})
@@ -314,7 +316,7 @@ class TableAgent(ConsumerRebalanceListener):
         try:
             async with asyncio.timeout(self.settings.kafka.session_timeout_ms / 2000):
                 async with self._flush_lock:
-                    await self._flush_owned([c for c in caches if c.unflushed])
+                    await self._flush_owned([c for c in caches if c.unflushed], "revoked")
         except Exception:
             # Going on could let this flush land after the next owner restored the partition.
             logger.critical("table agent: cannot flush revoked partitions %s, exiting", ours, exc_info=True)

@@ -357,7 +357,7 @@ async def _table_topics(settings: Any, feeds: tuple) -> tuple[int, dict[str, dic
             ends = await consumer.end_offsets(tps)
             await consumer.seek_to_beginning(*tps)
             rows: dict[tuple, Any] = {}
-            while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
                 for messages in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
                     for message in messages:
                         row = decode_row(spec, message.key, message.value)
@@ -589,7 +589,7 @@ async def _hops(deployment: Deployment, sent: dict[str, float], seen: dict[str, 
     written: dict[str, float] = {}
     try:
         ends = await consumer.end_offsets(list(consumer.assignment()) or await _assigned(consumer))
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
                 for message in messages:
                     if tp.topic == output:

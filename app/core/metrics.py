@@ -21,6 +21,7 @@ __all__ = [
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
     "TABLE_DELTA_GAPS",
+    "TABLE_FLUSHES",
     "TABLE_FLUSH_KEYS",
     "TABLE_FLUSH_SECONDS",
     "TABLE_STATE_KEYS",
@@ -76,6 +77,12 @@ TABLE_FLUSH_SECONDS = Histogram(
     "txlake_table_flush_seconds",
     "Time to flush one window of the table derivation: records produced and acknowledged, then the progress.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TABLE_FLUSHES = Counter(
+    "txlake_table_flushes_total",
+    "Flushes of the table derivation's window, by what ended the window "
+    "(caught_up, interval, cache_full, revoked, stopping).",
+    ["reason"],
 )
 TABLE_FLUSH_KEYS = Histogram(
     "txlake_table_flush_keys",
