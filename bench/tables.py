@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", default="realistic,demo", help="key cardinalities: realistic, demo (comma-separated)")
     parser.add_argument("--reference-tree", type=Path, default=None,
                         help="a checkout of another commit whose worker is measured back to back (derivation)")
-    parser.add_argument("--reference-transactions", type=int, default=20_000,
+    parser.add_argument("--reference-transactions", type=int, default=10_000,
                         help="transactions of the reference tree's derivation runs (its Faust producer buffer makes a "
                         "large backlog take very long; per-transaction figures are compared)")
     parser.add_argument("--sensors-ab", action="store_true", help="also run the derivation with Faust's sensors off")
@@ -100,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--pipeline-transactions", type=int, default=100_000,
                         help="transactions of the whole-pipeline backlog runs (0: skip them)")
+    parser.add_argument("--reference-pipeline-transactions", type=int, default=10_000,
+                        help="transactions of the reference tree's whole-pipeline runs")
     parser.add_argument("--skip-derivation", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--profile", action="store_true",
@@ -398,7 +400,9 @@ def run_agent() -> None:
     asyncio.run(main())
 
 
-async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree: Path | None) -> dict[str, Any]:
+async def pipeline_run(
+    case: Case, args: argparse.Namespace, *, code: str, tree: Path | None, transactions: int
+) -> dict[str, Any]:
     """A backlog of transactions through streams *and* tables in one worker (the earlier benchmark's phase 1)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -410,12 +414,12 @@ async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree:
     settings = deployment.settings
     try:
         report = await produce(
-            settings.kafka.bootstrap_servers, _stream_topics(deployment.feeds), args.pipeline_transactions, seed=1,
+            settings.kafka.bootstrap_servers, _stream_topics(deployment.feeds), transactions, seed=1,
             anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
             now=NOW, users=case.users, products=case.products,
         )
         messages = sum(report.counts.values())
-        log(f"  [{code}] {args.pipeline_transactions:,} transactions = {messages:,} messages produced in {report.elapsed_s:.1f} s")
+        log(f"  [{code}] {transactions:,} transactions = {messages:,} messages produced in {report.elapsed_s:.1f} s")
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
         await admin.start()
         worker = deployment.start_worker(tree, "worker.log")
@@ -445,7 +449,7 @@ async def pipeline_run(case: Case, args: argparse.Namespace, *, code: str, tree:
         finally:
             exit_code = stop_worker(worker)
             await admin.close()
-        n = args.pipeline_transactions
+        n = transactions
         result = {
             "code": code, "case": case.name, "users": case.users, "products": case.products, "transactions": n,
             "messages": messages, "landed_s": elapsed, "tx_per_s": n / elapsed, "cpu_us_per_tx": cpu_s / n * 1e6,
@@ -652,8 +656,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"machine. Code: `{g['commit']}`"
         + (f" (local changes: {', '.join(g['worker_code_changed'])})" if g["worker_code_changed"] else "")
         + (f"; reference: `{results['reference']}`" if results.get("reference") else "")
-        + f". Batch window {results['window_ms']} ms. Raw: `bench/results/{results['results_file']}`.",
+        + f". Batch window {results['window_ms']} ms. Load average at the end {results.get('loadavg_end', '?')}. "
+        f"Raw: `bench/results/{results['results_file']}`.",
     ]
+    for failure in results.get("failures", []):
+        lines.append(f"\n**A {failure['phase']} run failed:** {failure['error'][:300]}")
     runs = results.get("derivation", [])
     if runs:
         lines += [
@@ -668,16 +675,18 @@ def markdown(results: dict[str, Any]) -> str:
             "an independent computation.",
             "",
             "| code, process | keys | transactions/s, first → last commit | CPU-µs/tx, first → last commit "
-            "| transactions/s, whole run | CPU-µs/tx, whole run | table records written | peak RSS "
-            "| table topics = independent computation |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            "| one core's worth (10⁶ ÷ CPU-µs/tx) | transactions/s, whole run | CPU-µs/tx, whole run "
+            "| table records written | peak RSS | table topics = independent computation |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in runs:
             w = r["first_to_last_commit"] or {}
             env = ", ".join(f"{k}={v}" for k, v in r["env"].items())
             lines.append(
                 f"| {r['code']}, {MODES[r['mode']]}{' (' + env + ')' if env else ''} | {r['users']:,} users, {r['products']:,} products "
-                f"| **{_f(w.get('tx_per_s'))}** | **{_f(w.get('cpu_us_per_tx'))}** | {_f(r['tx_per_s'])} | {_f(r['cpu_us_per_tx'])} "
+                f"| {_f(w.get('tx_per_s'))} | **{_f(w.get('cpu_us_per_tx'))}** "
+                f"| {_f(1e6 / w['cpu_us_per_tx'] if w.get('cpu_us_per_tx') else None)} "
+                f"| {_f(r['tx_per_s'])} | {_f(r['cpu_us_per_tx'])} "
                 f"| {r['table_topic_records']:,} | {r['peak_rss_mb']:.0f} MB "
                 f"| {'yes' if r['tables_match_independent_computation'] else '**NO**'} |"
             )
@@ -758,48 +767,47 @@ def _ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-async def _amain(args: argparse.Namespace) -> dict[str, Any]:
+async def _amain(args: argparse.Namespace, results: dict[str, Any], save: Any) -> dict[str, Any]:
+    """Run the phases into ``results``; ``save()`` after every run, so a later failure keeps them."""
     from tools.loadgen import generate
 
+    async def attempt(kind: str, run: Any) -> None:
+        try:
+            results[kind].append(await run)
+        except Exception as exc:  # noqa: BLE001 - a run that fails or times out is recorded, the others go on
+            log(f"  {kind} run FAILED: {type(exc).__name__}: {str(exc)[:500]}")
+            results.setdefault("failures", []).append({"phase": kind, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        save()
+
     cases = [CASES[name] for name in args.cases.split(",") if name]
-    results: dict[str, Any] = {
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-        "git": git_state(),
-        "reference": _tree_commit(args.reference_tree) if args.reference_tree else None,
-        "window_ms": args.window_ms,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "derivation": [],
-        "pipeline": [],
-        "latency": [],
-    }
     if not args.skip_derivation:
         for case in cases:
             log(f"derivation, {case.name}: {args.transactions:,} transactions, {case.users:,} users, {case.products:,} products")
             transactions = list(generate(args.transactions, seed=1, now=NOW, users=case.users, products=case.products))
-            runs = results["derivation"]
-            runs.append(await derivation_run(case, transactions, args, code="current", tree=None, mode="agent",
-                                             profile=args.profile))
-            runs.append(await derivation_run(case, transactions, args, code="current", tree=None, mode="worker"))
+            await attempt("derivation", derivation_run(case, transactions, args, code="current", tree=None, mode="agent",
+                                                       profile=args.profile))
+            await attempt("derivation", derivation_run(case, transactions, args, code="current", tree=None, mode="worker"))
             if args.reference_tree is not None:
-                runs.append(await derivation_run(case, transactions[:args.reference_transactions], args, code="reference",
-                                                 tree=args.reference_tree, mode="worker"))
+                await attempt("derivation", derivation_run(
+                    case, transactions[:args.reference_transactions], args, code="reference", tree=args.reference_tree,
+                    mode="worker"))
             if args.sensors_ab:
-                runs.append(await derivation_run(case, transactions, args, code="current", tree=None, mode="worker",
-                                                 extra_env={"TXLAKE_WEB__FAUST_SENSORS": "false"}))
-        results["ratios"] = _ratios(results["derivation"])
+                await attempt("derivation", derivation_run(case, transactions, args, code="current", tree=None, mode="worker",
+                                                           extra_env={"TXLAKE_WEB__FAUST_SENSORS": "false"}))
+            results["ratios"] = _ratios(results["derivation"])
     if args.pipeline_transactions:
         for case in cases:
-            log(f"pipeline backlog, {case.name}: {args.pipeline_transactions:,} transactions through streams and tables")
-            results["pipeline"].append(await pipeline_run(case, args, code="current", tree=None))
+            log(f"pipeline backlog, {case.name}: transactions through streams and tables")
+            await attempt("pipeline", pipeline_run(case, args, code="current", tree=None,
+                                                   transactions=args.pipeline_transactions))
             if args.reference_tree is not None:
-                results["pipeline"].append(await pipeline_run(case, args, code="reference", tree=args.reference_tree))
-        results["pipeline_ratios"] = _ratios(results["pipeline"])
+                await attempt("pipeline", pipeline_run(case, args, code="reference", tree=args.reference_tree,
+                                                       transactions=args.reference_pipeline_transactions))
+            results["pipeline_ratios"] = _ratios(results["pipeline"])
     if not args.skip_latency:
         for case in cases:
             log(f"latency, {case.name}: {args.rate:,.0f} transactions/s for {args.seconds:.0f} s")
-            results["latency"].append(await latency_run(case, args, code="current", tree=None))
+            await attempt("latency", latency_run(case, args, code="current", tree=None))
     return results
 
 
@@ -811,17 +819,33 @@ def _tree_commit(tree: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.chdir(REPO)
-    results = asyncio.run(_amain(args))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    results["results_file"] = f"tables-{stamp}.json"
+    results: dict[str, Any] = {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "git": git_state(),
+        "reference": _tree_commit(args.reference_tree) if args.reference_tree else None,
+        "window_ms": args.window_ms,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "results_file": f"tables-{stamp}.json",
+        "derivation": [],
+        "pipeline": [],
+        "latency": [],
+    }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / results["results_file"]
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n", "utf-8")
-    text = markdown(results)
-    LATEST_MD.write_text(text, "utf-8")
-    print(text)
+
+    def save() -> None:
+        results["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        out.write_text(json.dumps(results, indent=2, default=str) + "\n", "utf-8")
+        LATEST_MD.write_text(markdown(results), "utf-8")
+
+    asyncio.run(_amain(args, results, save))
+    save()
+    print(markdown(results))
     log(f"results: {out.relative_to(REPO)}, {LATEST_MD.relative_to(REPO)}")
-    return 0
+    return 1 if results.get("failures") else 0
 
 
 if __name__ == "__main__":
