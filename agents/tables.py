@@ -47,10 +47,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.protocol.group import JoinGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from app.core import metrics
@@ -71,10 +73,14 @@ EXIT_UNEXPECTED = 70
 
 POLL_MS = 100
 """Longest wait for deltas in one poll (also the granularity of the time bound)."""
-MAX_RECORDS = 500
-"""Delta messages per poll at most (each carries the keys of up to a whole source batch)."""
+MAX_RECORDS = 16
+"""Delta messages per poll at most. Each carries the keys of up to a whole source batch (up to 2,000):
+folding them does not yield to the event loop, so a poll is kept to a fraction of a second of work
+(the heartbeats, and in a whole worker the stream landing, share the loop)."""
 MAX_BATCH_BYTES = 512 * 1024
 """Record batch size of the agent's producer: a flush's records per topic partition in few batches."""
+FREEZE_TICK_S = 1.0
+"""Period of the freeze watchdog's tick."""
 STALL_S = 10.0
 """How long an owned partition may stay behind its end with nothing fetched before it is read back."""
 
@@ -107,6 +113,7 @@ class TableAgent(ConsumerRebalanceListener):
         self._to_commit: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task | None = None
         self._backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
+        self._ticked = time.monotonic()  # the freeze watchdog's last tick
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -134,7 +141,12 @@ class TableAgent(ConsumerRebalanceListener):
             }
             consumer.subscribe([self.deltas_topic], listener=self)
             await consumer.start()
-            await self._derive()
+            self._ticked = time.monotonic()
+            watchdog = asyncio.create_task(self._watch_for_freezes())
+            try:
+                await self._derive()
+            finally:
+                watchdog.cancel()
             async with self._flush_lock:
                 await self._flush_owned([c for c in self.active.values() if c.unflushed], "stopping")
             if self._committing is not None:
@@ -224,9 +236,11 @@ class TableAgent(ConsumerRebalanceListener):
         started = time.monotonic()
         covered = {cache.partition: cache.position - 1 for cache in caches}
         flush = plan(caches, self.changelogs, self._outputs, self._deltas_partitions)
+        self._exit_if_frozen()
         ends = await self._writer.write(flush.records)
         crash_point("tables.produced")
         progress_topic = self.changelogs[PROGRESS_TABLE]
+        self._exit_if_frozen()
         ends.update(await self._writer.write({
             (progress_topic, partition): [(changelog_key(str(partition)), progress_value(offset))]
             for partition, offset in covered.items()
@@ -247,6 +261,25 @@ class TableAgent(ConsumerRebalanceListener):
         metrics.TABLE_FLUSH_KEYS.observe(flush.touched)
         metrics.TABLE_FLUSH_SECONDS.observe(time.monotonic() - started)
         self._commit_soon({TopicPartition(self.deltas_topic, p): offset + 1 for p, offset in covered.items()})
+
+    async def _watch_for_freezes(self) -> None:
+        """Tick every second; :meth:`_exit_if_frozen` compares the time since the last tick."""
+        self._ticked = time.monotonic()
+        while True:
+            await asyncio.sleep(FREEZE_TICK_S)
+            self._exit_if_frozen()
+            self._ticked = time.monotonic()
+
+    def _exit_if_frozen(self) -> None:
+        """Exit if this process did not run for a whole session timeout (SIGSTOP, a paused VM, a
+        starved loop): its heartbeats stopped as long, so the group has given its partitions to
+        another worker, which restored them; a flush of ours now could land after that restore."""
+        stalled = time.monotonic() - self._ticked - FREEZE_TICK_S
+        if stalled >= self.settings.kafka.session_timeout_ms / 1000:
+            logger.critical("table agent: this process did not run for %.1f s (longer than the session timeout): "
+                            "its partitions have moved; exiting without writing", stalled)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
 
     def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit ``offsets`` in the background (the group's offsets inform; the state's progress decides)."""
@@ -313,6 +346,16 @@ class TableAgent(ConsumerRebalanceListener):
         caches = [self.active.pop(p) for p in ours if p in self.active]
         if not caches:
             return
+        if self._membership_lost():
+            # The group already gave these partitions to someone else (our session expired: the
+            # heartbeat was refused); writing the window now would land after their restore. Drop
+            # it: the new owner folds those deltas again from the progress. (Kafka's Java client
+            # calls this case onPartitionsLost.)
+            logger.warning("table agent: membership lost; dropping the unflushed windows of %s", ours)
+            async with self._flush_lock:  # a flush already under way finishes first
+                for cache in caches:
+                    self.standby[cache.partition] = cache.stored  # what the changelogs hold
+            return
         try:
             async with asyncio.timeout(self.settings.kafka.session_timeout_ms / 2000):
                 async with self._flush_lock:
@@ -326,6 +369,12 @@ class TableAgent(ConsumerRebalanceListener):
         for cache in caches:
             self.standby[cache.partition] = cache.stored
 
+    def _membership_lost(self) -> bool:
+        """Whether the consumer lost its group membership (aiokafka resets the member id when the
+        coordinator refuses a heartbeat as an unknown member or an old generation)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)  # aiokafka keeps it private
+        return coordinator is not None and coordinator.member_id == JoinGroupRequest.UNKNOWN_MEMBER_ID
+
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # Nothing slow here (aiokafka does not heartbeat during this callback): the loop restores.
         assert self.consumer is not None
@@ -333,6 +382,8 @@ class TableAgent(ConsumerRebalanceListener):
         ours = {tp.partition for tp in assigned if tp.topic == self.deltas_topic}
         for partition in [p for p in self.standby if p not in ours]:
             del self.standby[partition]
+            with suppress(KeyError):
+                metrics.TABLE_STATE_KEYS.remove(str(partition))
         fresh = ours - set(self.active)
         self.restoring |= fresh
         if fresh:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
+import signal
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -367,4 +369,40 @@ async def test_a_sigkill_between_produce_and_ack_leaves_no_duplicate_and_no_gap(
     await _wait_landed(deployment, timeout_s=300)
     assert worker.alive(), worker.log()[-3000:]
     assert kills == 2
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))
+
+
+def _deltas_partitions_of(worker) -> list[int] | None:
+    """The deltas partitions the worker's table agent last announced (None: not yet)."""
+    found = re.findall(r"assigned deltas partitions \[([\d, ]*)\]", worker.log())
+    return None if not found else [int(p) for p in found[-1].split(",") if p.strip()]
+
+
+async def test_a_worker_frozen_past_its_session_exits_instead_of_writing(deploy, warehouse_db):
+    """SIGSTOP one of two workers for longer than the session timeout: the group gives its deltas
+    partitions to the other, which restores them. Resumed, the frozen worker must not flush what it
+    held (its records could land after that restore and leave an older state last): it exits. The
+    tables stay equal to an independent computation."""
+    from tests.integration.harness import free_port
+
+    deployment = await deploy(4, TXLAKE_BATCHING__ROTATE_INTERVAL_MS="300")
+    transactions = list(generate(12_000, seed=57, now=NOW))
+    producing = asyncio.create_task(produce_demo(deployment, 12_000, seed=57, now=NOW, rate=1000))
+    frozen = deployment.worker(TXLAKE_WEB__PORT=str(free_port())).start()
+    other = deployment.worker(TXLAKE_WEB__PORT=str(free_port())).start()
+    deadline = time.monotonic() + 120
+    while not all(len(_deltas_partitions_of(w) or []) == 2 for w in (frozen, other)):
+        assert frozen.alive() and other.alive(), frozen.log()[-2000:] + other.log()[-2000:]
+        assert time.monotonic() < deadline, "the two workers never split the deltas partitions"
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(3)  # both derive
+    frozen.process.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(deployment.settings.kafka.session_timeout_ms / 1000 * 2.5)
+    frozen.process.send_signal(signal.SIGCONT)
+    assert frozen.process.wait(60) == 70, frozen.log()[-3000:]
+    assert "did not run for" in frozen.log()
+    await producing
+    await _wait_landed(deployment, timeout_s=300)
+    assert other.alive(), other.log()[-3000:]
+    assert _deltas_partitions_of(other) == [0, 1, 2, 3]
     assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))
