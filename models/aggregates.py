@@ -34,18 +34,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
+import msgspec
+
 from models.money import AVERAGE, EXACT, TOTAL, cents, rounded
-from models.tables import (
-    TABLES,
-    PaymentMethodTotals,
-    ProductPurchaseCounts,
-    TableSpec,
-    UserTransactionSummary,
-    UserTransactionSummaryEur,
-    encode_key,
-)
+from models.tables import TABLES, TableSpec, encode_key
 from models.transaction import Transaction, construct_trusted
 
 __all__ = ["AGGREGATORS", "Aggregator", "Buyers", "contributions"]
@@ -128,16 +123,28 @@ class Aggregator:
     spec: TableSpec
 
     def fold(self, state: State | None, contributions: Iterable[list[Any]], key: str, buyers: Buyers | None = None) -> State:
-        """Apply ``contributions`` (in source order) to ``state``; skips those at or below the watermark."""
-        state = _copy(state)
+        """Apply ``contributions`` (in source order) to a copy of ``state``; skips those at or below the watermark."""
+        copied = _copy(state)
+        self.absorb(copied, contributions, key, buyers)
+        return copied
+
+    def absorb(self, state: State, contributions: Iterable[list[Any]], key: str, buyers: Buyers | None = None) -> int:
+        """Apply ``contributions`` (in source order) to ``state`` in place; returns how many it absorbed.
+
+        Contributions at or below the key's watermark for their source partition are skipped, so
+        a replay absorbs nothing and leaves ``state`` as it was. ``state`` must be a state of this
+        table (``{"wm": {}}`` for a new key).
+        """
         marks: dict[str, int] = state["wm"]
+        absorbed = 0
         for contribution in contributions:
             partition, offset = str(contribution[0]), contribution[1]
             if offset <= marks.get(partition, -1):
                 continue
             marks[partition] = offset
             self._add(state, contribution, key, buyers)
-        return state
+            absorbed += 1
+        return absorbed
 
     def _add(self, state: State, c: list[Any], key: str, buyers: Buyers | None) -> None:
         name = self.spec.name
@@ -160,39 +167,47 @@ class Aggregator:
 
     def value(self, state: State) -> Any:
         """The table's value record for ``state`` (what ksqlDB would emit for the key)."""
+        return construct_trusted(self.spec.model, **dict(zip(self._fields, self._row(state), strict=True)))
+
+    def value_json(self, state: State) -> bytes:
+        """``encode_value(self.value(state))`` without building the record: the ksqlDB-format value bytes.
+
+        The same JSON (names, order, nulls, decimals as exact numbers) at a fraction of the cost:
+        it runs for every key a flush writes.
+        """
+        return _ENCODER.encode(dict(zip(self._names, self._row(state), strict=True)))
+
+    @cached_property
+    def _fields(self) -> tuple[str, ...]:
+        return self.spec.value_columns
+
+    @cached_property
+    def _names(self) -> tuple[str, ...]:
+        return tuple(field.upper() for field in self.spec.value_columns)
+
+    def _row(self, state: State) -> tuple[Any, ...]:
+        """The value columns for ``state``, in the model's field order."""
         total, count = Decimal(state.get("total", "0")), state.get("count", 0)
         name = self.spec.name
         if name == "product_purchase_counts":
             lines = state.get("lines", 0)
-            return construct_trusted(
-                ProductPurchaseCounts,
-                product_name=state.get("name"),
-                product_category=state.get("category"),
-                purchase_count=count,
-                total_revenue=rounded(total, TOTAL),
-                avg_price=_average(Decimal(state["price_sum"]), lines),
-                unique_buyers=state.get("buyers", 0),
+            return (
+                state.get("name"),
+                state.get("category"),
+                count,
+                rounded(total, TOTAL),
+                _average(Decimal(state["price_sum"]), lines),
+                state.get("buyers", 0),
             )
         average = _average(total, count)
         if name == "user_transaction_summary":
-            return construct_trusted(
-                UserTransactionSummary, total_amount=rounded(total, TOTAL), transaction_count=count, avg_amount=average
-            )
+            return rounded(total, TOTAL), count, average
         if name == "user_transaction_summary_eur":
-            return construct_trusted(
-                UserTransactionSummaryEur,
-                total_amount_eur=rounded(total, TOTAL),
-                transaction_count=count,
-                avg_amount_eur=average,
-                exchange_rate=Decimal(state["rate"]) if "rate" in state else None,
-            )
-        return construct_trusted(
-            PaymentMethodTotals,
-            payment_method_name=state.get("name"),
-            total_amount=rounded(total, TOTAL),
-            transaction_count=count,
-            avg_amount=average,
-        )
+            return rounded(total, TOTAL), count, average, Decimal(state["rate"]) if "rate" in state else None
+        return state.get("name"), rounded(total, TOTAL), count, average
+
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 def _sum(total: str | None, addend: str) -> str:

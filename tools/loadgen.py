@@ -148,6 +148,16 @@ _CHANGE_FRACTION = 0.005  # share of transactions after which their user moves o
 _HOME_CURRENCY_FRACTION = 0.9
 
 
+def _catalogue_entry(index: int) -> tuple[str, str, float]:
+    """Product ``index`` of a catalogue of any size: the first 50 are the demo's, the others variants
+    of them (``"Yoga mat · 7"``) with prices spread between half and one and a half times theirs."""
+    category, name, price = _CATALOGUE[index % len(_CATALOGUE)]
+    variant = index // len(_CATALOGUE)
+    if variant == 0:
+        return category, name, price
+    return category, f"{name} · {variant}", round(price * (0.5 + (index * 7919 % 101) / 100), 2)
+
+
 def _pick(cumulative: tuple[tuple[float, str], ...], draw: float) -> str:
     for bound, value in cumulative:
         if draw < bound:
@@ -202,8 +212,12 @@ def generate(
     days: int = 3,
     late_fraction: float = 0.05,
     users: int = 500,
+    products: int = len(_CATALOGUE),
 ) -> Iterator[Transaction]:
     """Yield `count` transactions, the same ones for the same arguments.
+
+    `users` and `products` set the key cardinality of the tables (the demo's 500 users and 50
+    products by default; a production-like load has 100,000 users and 10,000 products).
 
     Event times are spread evenly over the `days` days ending at `now` and never decrease,
     except for a `late_fraction` of late arrivals: those take a time within the 24 hours before
@@ -211,11 +225,12 @@ def generate(
     that was already written (and, on the first day, to the day before the window). Ids are
     `TX-<seed>-<n>`; users `U00001`…; amounts are the sum of the lines, rounded to cents.
     """
-    if count < 0 or days < 1 or users < 1 or not 0 <= late_fraction <= 1:
-        raise ValueError("need count >= 0, days >= 1, users >= 1, 0 <= late_fraction <= 1")
+    if count < 0 or days < 1 or users < 1 or products < 1 or not 0 <= late_fraction <= 1:
+        raise ValueError("need count >= 0, days >= 1, users >= 1, products >= 1, 0 <= late_fraction <= 1")
     rng = random.Random(seed)
     pool = _UserPool(rng, users)
-    products: dict[tuple[int, int], Product] = {}
+    catalogue = products
+    made: dict[tuple[int, int], Product] = {}
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     end_ms = (now - _EPOCH) // timedelta(milliseconds=1)
     span_ms = days * _DAY_MS
@@ -226,11 +241,11 @@ def generate(
         user, place = pool.users[index], pool.place(index)
         lines = []
         for _ in range(1 if random_() < 0.6 else randrange(2, 4)):
-            key = (randrange(len(_CATALOGUE)), _QUANTITIES[randrange(len(_QUANTITIES))])
-            product = products.get(key)
+            key = (randrange(catalogue), _QUANTITIES[randrange(len(_QUANTITIES))])
+            product = made.get(key)
             if product is None:
-                category, name, price = _CATALOGUE[key[0]]
-                product = products[key] = construct_trusted(
+                category, name, price = _catalogue_entry(key[0])
+                product = made[key] = construct_trusted(
                     Product, id=f"P-{key[0] + 1:03d}", name=name, category=category,
                     price=price, quantity=key[1],
                 )
@@ -293,6 +308,8 @@ async def produce(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     client_options: Mapping[str, Any] | None = None,
+    users: int = 500,
+    products: int = len(_CATALOGUE),
 ) -> ProduceReport:
     """Write `count` generated transactions and their derived records to the four topics.
 
@@ -303,7 +320,7 @@ async def produce(
     only once every message is acknowledged, and raises the first delivery error (a
     KafkaError) otherwise. `progress` gets the running number of transactions handed to the
     producer, after each chunk. `client_options` (`app.core.security.kafka_client_options`) replace
-    `bootstrap_servers` when the cluster needs TLS or SASL.
+    `bootstrap_servers` when the cluster needs TLS or SASL. `users` and `products` go to `generate`.
 
     Messages are appended to one record batch per topic-partition (aiokafka's batch API)
     rather than sent one by one: per-message `send` costs more than making the messages.
@@ -324,7 +341,8 @@ async def produce(
     try:
         outbox = _Outbox(producer, {topic: await producer.partitions_for(topic) for topic in counts})
         transactions = generate(
-            count, seed=seed, now=now or datetime.now(UTC), days=days, late_fraction=late_fraction
+            count, seed=seed, now=now or datetime.now(UTC), days=days, late_fraction=late_fraction,
+            users=users, products=products,
         )
         sent = 0
         while sent < count:

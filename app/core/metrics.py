@@ -24,6 +24,10 @@ __all__ = [
     "SINK_FLUSH_SECONDS",
     "SINK_RETRIES",
     "TABLE_DELTA_GAPS",
+    "TABLE_FLUSHES",
+    "TABLE_FLUSH_KEYS",
+    "TABLE_FLUSH_SECONDS",
+    "TABLE_STATE_KEYS",
     "TABLE_UPDATES",
     "SNAPSHOT_DURATION",
     "SNAPSHOT_LATEST_VERSION",
@@ -85,7 +89,28 @@ PRODUCER_BUFFER = Gauge(
 )
 TABLE_DELTA_GAPS = Counter(
     "txlake_table_delta_gaps_total",
-    "Ranges of delta messages Faust's consumer skipped and the table agent read back itself.",
+    "Ranges of delta messages the table agent's consumer skipped or did not return, read back directly.",
+)
+TABLE_FLUSH_SECONDS = Histogram(
+    "txlake_table_flush_seconds",
+    "Time to flush one window of the table derivation: records produced and acknowledged, then the progress.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TABLE_FLUSHES = Counter(
+    "txlake_table_flushes_total",
+    "Flushes of the table derivation's window, by what ended the window "
+    "(caught_up, interval, cache_full, revoked, stopping).",
+    ["reason"],
+)
+TABLE_FLUSH_KEYS = Histogram(
+    "txlake_table_flush_keys",
+    "Keys written per flush of the table derivation (each once, however often the window touched it).",
+    buckets=(1, 10, 100, 1000, 5000, 10_000, 25_000, 50_000, 100_000),
+)
+TABLE_STATE_KEYS = Gauge(
+    "txlake_table_state_keys",
+    "Keys held in memory by the table derivation (every state table), by deltas partition.",
+    ["partition"],
 )
 SNAPSHOT_VERSIONS = Counter(
     "txlake_snapshot_versions_total",

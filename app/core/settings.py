@@ -306,6 +306,19 @@ class TablesSettings(_Section):
     exchange_rates_file: Path | None = Field(
         None, description="TOML file of EUR rates (CURRENCY = \"rate\"); default: the file shipped with txlake."
     )
+    commit_interval_ms: int = Field(
+        1000,
+        ge=10,
+        description="Longest time folded deltas wait before their window is flushed to the changelogs and the "
+        "table topics (Kafka Streams' commit.interval.ms). A window is also flushed as soon as the derivation "
+        "has caught up with the deltas topic, so this bounds the delay only under a backlog.",
+    )
+    cache_max_keys: int = Field(
+        50_000,
+        ge=1,
+        description="Keys a window may touch before it is flushed (the record cache's bound; ~1 KB of memory "
+        "each while in the window).",
+    )
 
 
 class HealthSettings(_Section):
@@ -393,6 +406,11 @@ class Settings(BaseSettings):
     @property
     def table_deltas_topic(self) -> str:
         return self.tables.deltas_topic + self.topic_suffix
+
+    @property
+    def table_group_id(self) -> str:
+        """The consumer group of the table derivation on the deltas topic: ``<group_id>-tables``."""
+        return f"{self.kafka.group_id}-tables"
 
     @property
     def faust_app_id(self) -> str:

@@ -119,6 +119,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
             late_fraction=args.late_fraction,
             now=args.now or datetime.now(UTC),
             client_options=kafka_client_options(settings.kafka),
+            users=args.users,
+            products=args.products,
         )
     )
     for topic, count in report.counts.items():
@@ -244,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="share of late events, older than their neighbours' day (0..1, default 0.05)")
     produce.add_argument("--now", type=_utc_time, default=None,
                          help="end of the event-time window, ISO 8601 (default: now); fix it for a reproducible load")
+    produce.add_argument("--users", type=_bounded(int, 1), default=500,
+                         help="distinct users: the key cardinality of the user tables (default 500)")
+    produce.add_argument("--products", type=_bounded(int, 1), default=50,
+                         help="distinct products: the demo's 50, more are priced variants (default 50)")
     produce.set_defaults(run=cmd_produce)
 
     feeds = commands.add_parser("feeds", help="list and validate the feeds")

@@ -78,7 +78,7 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
 async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
     """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
     consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings.kafka), group_id=settings.faust_app_id, enable_auto_commit=False
+        **kafka_client_options(settings.kafka), group_id=settings.table_group_id, enable_auto_commit=False
     )
     await consumer.start()
     try:

@@ -30,7 +30,7 @@ from app.core import metrics
 from app.core.dead_letters import DeadLetterPublisher
 from app.core.feeds import Feed, load_feeds
 from app.core.retry import Backoff
-from app.core.security import faust_broker_credentials, kafka_client_options, request_size_limit
+from app.core.security import faust_broker_credentials, request_size_limit
 from app.core.settings import Settings
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
@@ -63,13 +63,7 @@ def create_app(
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
     sinks = build_sinks(settings, feeds, dead_letters, table_partitions)
     if "deltas" in sinks.by_name and table_partitions:
-        register_table_agent(
-            app,
-            settings.table_deltas_topic,
-            table_partitions,
-            {f.table: f.topic for f in feeds if f.table},
-            kafka_client_options(settings.kafka),
-        )
+        register_table_agent(app, settings, {f.table: f.topic for f in feeds if f.table})
     landings = [FeedLanding(feed, sinks.of(feed), dead_letters, backoff) for feed in feeds]
     agents = {landing.feed.topic: register_stream_agent(app, landing.feed, landing) for landing in landings}
     register_dead_letter_monitor(app, settings.dead_letter_topic)
@@ -100,11 +94,11 @@ def create_app(
 def _faust_app(settings: Settings) -> faust.App:
     """The Faust app of the settings: raw bytes in and out, Kafka's own naming for the knobs.
 
-    Faust's own consumer (its group is ``<group_id>-control``) reads only the dead-letter topic
-    and, when deriving, the deltas; the stream feeds are fetched in whole batches by the
-    :class:`StreamFetcher` in group ``<group_id>``. Both are static members under
-    ``kafka.group_instance_id`` when it is set (an instance id is unique per group, so the two
-    groups share it).
+    Faust's own consumer (its group is ``<group_id>-control``) reads only the dead-letter topic;
+    the stream feeds are fetched in whole batches by the :class:`StreamFetcher` in group
+    ``<group_id>``, the deltas by the table agent in group ``<group_id>-tables``. All three are
+    static members under ``kafka.group_instance_id`` when it is set (an instance id is unique per
+    group, so the groups share it).
     """
     app = faust.App(
         settings.faust_app_id,

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from aiokafka.partitioner import murmur2
 
 from models.aggregates import contributions, group_by_key
@@ -76,9 +77,15 @@ def _chunks(delta: Delta) -> Iterator[Delta]:
         yield chunk
 
 
+_DECODER = msgspec.json.Decoder()
+
+
 def read_delta(value: bytes) -> Delta:
     """The ``{table: {key: contributions}}`` of a delta message (raises ValueError if malformed)."""
-    document = json.loads(value)
+    try:
+        document = _DECODER.decode(value)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a txlake delta message: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("t"), dict):
         raise ValueError("not a txlake delta message")
     return document["t"]

@@ -21,6 +21,7 @@ from app.core.feeds import Feed, load_feeds
 from app.core.settings import Settings
 from app.ops.topics import create_topics
 from app.tables.state import state_table_names
+from tools.env_settings import settings_from_env
 from tools.loadgen import StreamTopics, produce
 from tools.ports import free_port
 
@@ -70,27 +71,10 @@ async def make_deployment(tmp_path: Path, warehouse: Any, partitions: int = 2, *
         "TXLAKE_BLACKLIST__COUNTRIES": '["RU"]',
         **overrides,
     }
-    settings = Settings(**_settings_kwargs(env))
+    settings = settings_from_env(env)
     feeds = load_feeds(settings)
     await create_topics(settings, feeds, partitions)
     return Deployment(env, settings, feeds, tmp_path)
-
-
-def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
-    """Build Settings from the env dict without touching os.environ (nested keys split on __)."""
-    import json
-
-    kwargs: dict[str, Any] = {}
-    for name, value in env.items():
-        parts = name.removeprefix("TXLAKE_").lower().split("__")
-        target = kwargs
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        try:
-            target[parts[-1]] = json.loads(value) if value.startswith(("[", "{")) else value
-        except ValueError:
-            target[parts[-1]] = value
-    return kwargs
 
 
 async def delete_deployment_topics(deployment: Deployment) -> None:

@@ -1,7 +1,7 @@
 """The four tables end to end: derived by the real worker, landed live in MariaDB, exactly once.
 
 The expected aggregates are computed here independently (plain loops over the generated
-transactions, exact decimals), following the semantics of ``ksql/02_tables.sql``.
+transactions, exact decimals, :mod:`tests.tables_oracle`), following ``ksql/03_tables.sql``.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
+import signal
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import aiomysql
 import pytest
@@ -22,63 +23,12 @@ from app.ops.progress import feed_progress, wait_until_landed
 from app.tables.rates import load_rates
 from models.transaction import to_wire
 from tests.integration.harness import fetch_all, produce_demo
+from tests.tables_oracle import CENT, assert_tables_match, expected_tables
 from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
-CENT, BASIS = Decimal("0.01"), Decimal("0.0001")
-
-
-def _cents(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def _avg(total: Decimal, count: int) -> Decimal:
-    return (total / count).quantize(BASIS, rounding=ROUND_HALF_UP)
-
-
-def expected_tables(transactions) -> dict[str, dict[tuple, tuple]]:
-    """The four tables computed from scratch: {table: {key: (measures...)}}."""
-    rates = load_rates()
-    summary = defaultdict(lambda: [Decimal(0), 0])
-    summary_eur = defaultdict(lambda: [Decimal(0), 0, set()])
-    methods = defaultdict(lambda: [Decimal(0), 0])
-    products = defaultdict(lambda: [0, Decimal(0), Decimal(0), 0, set()])
-    for tx in transactions:
-        if tx.status != "COMPLETED":
-            continue
-        amount = Decimal(str(tx.amount))
-        key = (tx.user.id, tx.transaction_type)
-        summary[key][0] += amount
-        summary[key][1] += 1
-        if tx.currency in rates:
-            eur = amount * rates[tx.currency]
-            summary_eur[key][0] += eur
-            summary_eur[key][1] += 1
-            summary_eur[key][2].add(rates[tx.currency])
-            methods[tx.payment_method.id][0] += -eur if tx.transaction_type == "REFUND" else eur
-            methods[tx.payment_method.id][1] += 1
-        if tx.transaction_type == "PURCHASE":
-            for line in tx.products:
-                entry = products[line.id]
-                price = Decimal(str(line.price))
-                entry[0] += line.quantity
-                entry[1] += price * line.quantity
-                entry[2] += price
-                entry[3] += 1
-                entry[4].add(tx.user.id)
-    return {
-        "user_transaction_summary": {k: (_cents(t), c, _avg(t, c)) for k, (t, c) in summary.items()},
-        "user_transaction_summary_eur": {k: (_cents(t), c, _avg(t, c), r) for k, (t, c, r) in summary_eur.items()},
-        "payment_method_totals": {(k,): (_cents(t), c, _avg(t, c)) for k, (t, c) in methods.items()},
-        "product_purchase_counts": {
-            (k,): (q, _cents(revenue), _avg(prices, lines), len(buyers))
-            for k, (q, revenue, prices, lines, buyers) in products.items()
-        },
-    }
-
-
 async def landed_tables(warehouse) -> dict[str, dict[tuple, tuple]]:
     """The live rows (snapshot_version = 0) of the four fact tables, shaped like expected_tables."""
     uts = await fetch_all(warehouse, "SELECT user_id, transaction_type, total_amount, transaction_count, avg_amount "
@@ -96,19 +46,6 @@ async def landed_tables(warehouse) -> dict[str, dict[tuple, tuple]]:
         "payment_method_totals": {(r[0],): tuple(r[1:]) for r in pmt},
         "product_purchase_counts": {(r[0],): tuple(r[1:]) for r in ppc},
     }
-
-
-def assert_tables_match(landed, expected) -> None:
-    for table, rows in expected.items():
-        got = landed[table]
-        assert set(got) == set(rows), f"{table}: keys differ: missing {set(rows) - set(got)}, extra {set(got) - set(rows)}"
-        for key, want in rows.items():
-            if table == "user_transaction_summary_eur":
-                total, count, avg, rate = got[key]
-                assert (total, count, avg) == want[:3], (table, key)
-                assert rate in {r.quantize(Decimal("0.00000001")) for r in want[3]}, (table, key, rate)
-            else:
-                assert got[key] == want, (table, key, got[key], want)
 
 
 async def _wait_landed(deployment, timeout_s: float = 240) -> None:
@@ -294,9 +231,9 @@ async def _send(deployment, topic: str, messages: list[tuple[bytes | None, bytes
         await producer.stop()
 
 
-async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, warehouse_db):
-    """Faust's consumer can skip a delta message and commit past it; with no later message on
-    that partition nothing reveals the gap -- the agent's tail check must find and apply it."""
+async def test_a_group_commit_past_a_delta_does_not_skip_it(deploy, warehouse_db):
+    """The derivation reads from its state's own progress, not from the group's committed offset:
+    a delta committed past (by a consumer bug, an operator, a zombie) is still applied."""
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
     from app.tables.deltas import delta_messages
@@ -307,10 +244,10 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     await _wait_landed(deployment)
     assert worker.stop() == 0, worker.log()[-3000:]
 
-    # The transaction of a new user as the stream agent would route it, written straight to the
-    # deltas topic; then the agent's group is committed past it, as after a skip.
+    # The transaction of a new user as the delta sink would route it, written straight to the
+    # deltas topic; then the derivation's group is committed past it.
     tx = next(t for t in generate(50, seed=42, now=NOW) if t.status == "COMPLETED")
-    tx = tx.model_copy(update={"user": tx.user.model_copy(update={"id": "U-TAIL-GAP"})})
+    tx = tx.model_copy(update={"user": tx.user.model_copy(update={"id": "U-COMMITTED-PAST"})})
     settings = deployment.settings
     deltas_topic = settings.table_deltas_topic
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
@@ -322,7 +259,7 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     finally:
         await producer.stop()
     committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                 group_id=settings.faust_app_id, enable_auto_commit=False)
+                                 group_id=settings.table_group_id, enable_auto_commit=False)
     await committer.start()
     try:
         committer.assign([TopicPartition(deltas_topic, p) for p in written])
@@ -334,11 +271,73 @@ async def test_a_delta_skipped_at_the_end_of_its_partition_is_read_back(deploy, 
     deadline = time.monotonic() + 90
     while True:
         rows = await fetch_all(warehouse_db, "SELECT transaction_type, transaction_count, total_amount "
-                                             "FROM fact_user_transaction_summary WHERE user_id = 'U-TAIL-GAP'")
+                                             "FROM fact_user_transaction_summary WHERE user_id = 'U-COMMITTED-PAST'")
         if rows:
             break
         assert worker.alive(), worker.log()[-3000:]
-        assert time.monotonic() < deadline, "the skipped tail delta was never applied\n" + worker.log()[-3000:]
+        assert time.monotonic() < deadline, "the delta committed past was never applied\n" + worker.log()[-3000:]
         await asyncio.sleep(0.5)
     assert rows == [(tx.transaction_type, 1, Decimal(str(tx.amount)).quantize(CENT))]
-    assert "poking it" in worker.log()
+
+
+@pytest.mark.parametrize("point", ["tables.produced", "tables.progressed"])
+async def test_a_sigkill_between_produce_and_ack_leaves_no_duplicate_and_no_gap(deploy, warehouse_db, point):
+    """Killed where a random kill rarely lands: after the broker acknowledged a flush's changelog and
+    table records, before its progress was written (``tables.produced``) or before the deltas were
+    committed (``tables.progressed``). The restarted worker folds those deltas again: the state
+    already holds them (watermarks skip them), the values are sent again, nothing counts twice."""
+    deployment = await deploy(4, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
+    transactions = list(generate(8000, seed=93, now=NOW))
+    producing = asyncio.create_task(produce_demo(deployment, 8000, seed=93, now=NOW, rate=2000))
+    kills = 0
+    for flush in (3, 7):  # two incarnations die at the n-th flush reaching the point
+        worker = deployment.worker(TXLAKE_TEST_CRASH_AT=f"{point}:{flush}").start()
+        deadline = time.monotonic() + 120
+        while worker.alive():
+            assert time.monotonic() < deadline, f"never reached {point} #{flush}\n" + worker.log()[-3000:]
+            await asyncio.sleep(0.1)
+        assert worker.process.returncode == -9, worker.log()[-3000:]
+        assert f"crash point {point} reached" in worker.log()
+        kills += 1
+    worker = deployment.worker().start()
+    await producing
+    await _wait_landed(deployment, timeout_s=300)
+    assert worker.alive(), worker.log()[-3000:]
+    assert kills == 2
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))
+
+
+def _deltas_partitions_of(worker) -> list[int] | None:
+    """The deltas partitions the worker's table agent last announced (None: not yet)."""
+    found = re.findall(r"assigned deltas partitions \[([\d, ]*)\]", worker.log())
+    return None if not found else [int(p) for p in found[-1].split(",") if p.strip()]
+
+
+async def test_a_worker_frozen_past_its_session_exits_instead_of_writing(deploy, warehouse_db):
+    """SIGSTOP one of two workers for longer than the session timeout: the group gives its deltas
+    partitions to the other, which restores them. Resumed, the frozen worker must not flush what it
+    held (its records could land after that restore and leave an older state last): it exits. The
+    tables stay equal to an independent computation."""
+    from tests.integration.harness import free_port
+
+    deployment = await deploy(4, TXLAKE_BATCHING__ROTATE_INTERVAL_MS="300")
+    transactions = list(generate(12_000, seed=57, now=NOW))
+    producing = asyncio.create_task(produce_demo(deployment, 12_000, seed=57, now=NOW, rate=1000))
+    frozen = deployment.worker(TXLAKE_WEB__PORT=str(free_port())).start()
+    other = deployment.worker(TXLAKE_WEB__PORT=str(free_port())).start()
+    deadline = time.monotonic() + 120
+    while not all(len(_deltas_partitions_of(w) or []) == 2 for w in (frozen, other)):
+        assert frozen.alive() and other.alive(), frozen.log()[-2000:] + other.log()[-2000:]
+        assert time.monotonic() < deadline, "the two workers never split the deltas partitions"
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(3)  # both derive
+    frozen.process.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(deployment.settings.kafka.session_timeout_ms / 1000 * 2.5)
+    frozen.process.send_signal(signal.SIGCONT)
+    assert frozen.process.wait(60) == 70, frozen.log()[-3000:]
+    assert "did not run for" in frozen.log()
+    await producing
+    await _wait_landed(deployment, timeout_s=300)
+    assert other.alive(), other.log()[-3000:]
+    assert _deltas_partitions_of(other) == [0, 1, 2, 3]
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))

@@ -222,3 +222,16 @@ async def test_produce_raises_a_failed_delivery(
     with pytest.raises(KafkaTimeoutError):
         await produce("broker:9092", TOPICS, 10, now=NOW, anonymization_key=b"k", blacklist=Blacklist())
     assert fake_producer.instances[0].stopped
+
+
+def test_key_cardinality_is_an_option_and_the_demo_catalogue_stays_the_default() -> None:
+    wide = sample(20_000, users=100_000, products=10_000)
+    assert len({tx.user.id for tx in wide}) > 17_000  # ~20,000 draws from 100,000 users
+    ids = {p.id for tx in wide for p in tx.products}
+    assert len(ids) > 8_000 and max(ids, key=lambda i: int(i[2:])) <= "P-10000"
+    names = {p.id: p.name for tx in wide for p in tx.products}
+    assert names["P-001"] == "Wireless headphones" and len(set(names.values())) == len(names)
+    assert all(decode(Transaction, to_wire(tx)) == tx for tx in wide[:2000])
+    demo = sample(2000)
+    assert {p.id for tx in demo for p in tx.products} <= {f"P-{n:03d}" for n in range(1, 51)}
+    assert [to_wire(tx) for tx in demo] == [to_wire(tx) for tx in sample(2000, users=500, products=50)]
