@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "DerivedStreamError",
     "LakeSinkError",
     "TerminalError",
     "TransientError",
@@ -41,3 +42,7 @@ class LakeSinkError(TransientError):
 
 class WarehouseSinkError(TransientError):
     """Writing a batch to the warehouse failed (connection lost, lock timeout, deadlock)."""
+
+
+class DerivedStreamError(TransientError):
+    """Deriving a batch into the derived streams failed (broker unreachable, transaction aborted or fenced)."""

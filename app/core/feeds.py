@@ -17,10 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.core.errors import ConfigurationError
 from app.core.settings import Settings
 from models.arrow import RECORD_KINDS, RecordKind
+from models.derived_messages import DERIVATIONS
 from models.dimensions import DIMENSIONS
 from models.tables import TABLES, TableSpec
 
-__all__ = ["Feed", "derivation_source", "load_feeds"]
+__all__ = ["ROLES", "Feed", "derivation_source", "derived_feeds", "feeds_of_role", "load_feeds"]
+
+ROLES = ("all", "streams", "tables")
+"""What a worker process does (``txlake worker --role``): see :func:`feeds_of_role` and docs/kubernetes.md."""
 
 
 class Feed(BaseModel):
@@ -30,6 +34,10 @@ class Feed(BaseModel):
     ``warehouse`` dimensions). A *table* feed names one of the four tables (``table``): its topic is a
     ksqlDB-format changelog, kept current in the table's fact rows (``snapshot_version = 0``);
     its lake dataset holds the table's snapshot versions.
+
+    A stream feed with a ``derivation`` (``flatten``, ``anonymize``, ``blacklist``) is one of the
+    derived streams: with ``streams.derive`` on, txlake writes its topic from the derivation
+    source (:func:`derivation_source`) and lands it like any other stream feed.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,12 +49,20 @@ class Feed(BaseModel):
     dataset: str
     warehouse: tuple[str, ...] = ()
     derive_tables: bool = False
+    derivation: str | None = None
 
     @field_validator("record")
     @classmethod
     def _known_record(cls, value: str | None) -> str | None:
         if value is not None and value not in RECORD_KINDS:
             raise ValueError(f"unknown record kind {value!r}; known: {', '.join(sorted(RECORD_KINDS))}")
+        return value
+
+    @field_validator("derivation")
+    @classmethod
+    def _known_derivation(cls, value: str | None) -> str | None:
+        if value is not None and value not in DERIVATIONS:
+            raise ValueError(f"unknown derivation {value!r}; known: {', '.join(DERIVATIONS)}")
         return value
 
     @field_validator("dataset")
@@ -73,7 +89,15 @@ class Feed(BaseModel):
                 raise ValueError("a table feed lands in its fact table: leave warehouse out")
             if self.dataset != f"tables/{self.table}":
                 raise ValueError(f"a table feed's dataset is tables/{self.table}")
+            if self.derivation is not None:
+                raise ValueError("a table feed has no derivation (the derived streams are stream feeds)")
             return self
+        if self.derivation is not None:
+            if self.derive_tables:
+                raise ValueError("the feed the tables are derived from is not itself derived")
+            if self.record != DERIVATIONS[self.derivation]:
+                raise ValueError(f"derivation {self.derivation!r} writes {DERIVATIONS[self.derivation]} records, "
+                                 f"not {self.record}")
         if self.derive_tables and self.record != "transaction":
             raise ValueError("derive_tables needs a feed of transaction records")
         for table in self.warehouse:
@@ -128,6 +152,9 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
         raise ConfigurationError(f"{source}: no [[feed]] entries")
     if sum(feed.derive_tables for feed in feeds) > 1:
         raise ConfigurationError(f"{source}: derive_tables may be set on one feed only")
+    derivations = [feed.derivation for feed in feeds if feed.derivation]
+    if len(derivations) != len(set(derivations)):
+        raise ConfigurationError(f"{source}: a derivation may be named by one feed only")
     for attribute in ("name", "topic", "dataset"):
         values = [getattr(feed, attribute) for feed in feeds]
         duplicates = {value for value in values if values.count(value) > 1}
@@ -139,3 +166,22 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
 def derivation_source(feeds: tuple[Feed, ...]) -> Feed | None:
     """The stream feed the tables are derived from (``derive_tables = true``), if any."""
     return next((feed for feed in feeds if feed.derive_tables), None)
+
+
+def derived_feeds(feeds: tuple[Feed, ...]) -> dict[str, Feed]:
+    """The derived stream feeds by derivation (``flatten`` → the flattened feed, ...)."""
+    return {feed.derivation: feed for feed in feeds if feed.derivation is not None}
+
+
+def feeds_of_role(feeds: tuple[Feed, ...], role: str) -> tuple[Feed, ...]:
+    """The feeds a worker of ``role`` lands: ``streams`` the stream feeds, ``tables`` the table feeds, ``all`` both.
+
+    The split follows the partition counts each side scales by: stream landing (with the stream
+    derivation and the delta sink on the transaction feed) by the stream topics' partitions, the
+    table derivation and the table feeds' landing into the facts by the deltas and table topics'.
+    """
+    if role not in ROLES:
+        raise ConfigurationError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+    if role == "all":
+        return feeds
+    return tuple(feed for feed in feeds if feed.is_table == (role == "tables"))

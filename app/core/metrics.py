@@ -13,6 +13,7 @@ __all__ = [
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DEAD_LETTER_TOPIC_RECORDS",
+    "DERIVED_RECORDS",
     "EXPORTS",
     "EXPORT_DURATION",
     "EXPORT_ROWS",
@@ -59,6 +60,11 @@ DEAD_LETTER_TOPIC_RECORDS = Counter(
     "txlake_dead_letter_topic_records_total",
     "Records read from the dead-letter topic by this worker's share of it, by source topic and reason.",
     ["source_topic", "reason"],
+)
+DERIVED_RECORDS = Counter(
+    "txlake_derived_records_total",
+    "Messages this worker wrote to the derived streams (committed transactions only), by derivation.",
+    ["derivation"],
 )
 TABLE_UPDATES = Counter(
     "txlake_table_updates_total",

@@ -43,6 +43,7 @@ __all__ = [
     "MySQLSettings",
     "Settings",
     "SnapshotSettings",
+    "StreamsSettings",
     "WebSettings",
 ]
 
@@ -277,6 +278,32 @@ class TablesSettings(_Section):
     )
 
 
+class StreamsSettings(_Section):
+    """The three derived streams: written by txlake itself, or by ksqlDB (docs/derived-streams.md)."""
+
+    derive: bool | None = Field(
+        None,
+        description="Derive transaction_flattened, transaction_stream_anonymized and transaction_stream_blacklisted "
+        "from the transaction stream and write their topics in ksqlDB's format, exactly once (Kafka "
+        "transactions). Unset: on exactly when tables.derive is on. Turn off where ksqlDB produces these topics.",
+    )
+    transaction_timeout_ms: int = Field(
+        60_000,
+        ge=1000,
+        le=900_000,
+        description="transaction.timeout.ms of the derivation's transactional producers: the longest a killed "
+        "worker's open transaction can hold back read_committed consumers of the derived topics (the worker "
+        "that takes the partition over aborts it at once).",
+    )
+    position_refresh_s: float = Field(
+        3600.0,
+        gt=0,
+        description="The derivation's position is the committed offsets of the group <group_id>-derived-streams, "
+        "which has no members: Kafka expires such offsets offsets.retention.minutes (7 days by default) after "
+        "their last commit. A partition with no new transactions for this long has its position committed again.",
+    )
+
+
 class HealthSettings(_Section):
     """Liveness and lag polling."""
 
@@ -311,6 +338,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
     tables: TablesSettings = TablesSettings()
+    streams: StreamsSettings = StreamsSettings()
     ksqldb: KsqlDBSettings = KsqlDBSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     feeds_file: Path | None = Field(
@@ -356,6 +384,16 @@ class Settings(BaseSettings):
     @property
     def table_deltas_topic(self) -> str:
         return self.tables.deltas_topic + self.topic_suffix
+
+    @property
+    def derives_streams(self) -> bool:
+        """Whether the worker derives the three derived streams (``streams.derive``, default ``tables.derive``)."""
+        return self.tables.derive if self.streams.derive is None else self.streams.derive
+
+    @property
+    def derived_streams_group(self) -> str:
+        """The consumer group whose committed offsets are the stream derivation's position (no members)."""
+        return f"{self.kafka.group_id}-derived-streams"
 
     @property
     def faust_app_id(self) -> str:

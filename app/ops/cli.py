@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from app.core.errors import ConfigurationError
-from app.core.feeds import Feed, load_feeds
+from app.core.feeds import ROLES, Feed, load_feeds
 from app.core.settings import Settings
 from app.exports.cli import register as register_export_command
 from app.lake.commands import register as register_lake_commands
@@ -35,7 +35,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     settings.datadir.mkdir(parents=True, exist_ok=True)
     feeds = load_feeds(settings)
     partitions = asyncio.run(ensure_derivation_topics(settings, feeds)) if settings.tables.derive else None
-    app = create_app(settings, feeds, partitions)
+    app = create_app(settings, feeds, partitions, role=args.role)
     # Everything allocated so far (modules, app, settings) lives for the whole run: move it
     # out of the cyclic collector's sight, and collect less often -- a batch allocates
     # thousands of short-lived records and the default thresholds run the collector constantly.
@@ -67,6 +67,9 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         anonymized=_feed_named(feeds, "transaction_stream_anonymized").topic,
         blacklisted=_feed_named(feeds, "transaction_stream_blacklisted").topic,
     )
+    # Where the worker derives the three streams itself, the demo writes the transactions only
+    # (as a shop's producer would); otherwise it writes what ksqlDB would derive too.
+    derived = not settings.derives_streams if args.derived is None else args.derived
     report = asyncio.run(
         produce(
             settings.kafka.bootstrap_servers,
@@ -80,8 +83,11 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
             late_fraction=args.late_fraction,
             now=datetime.now(UTC),
             client_options=kafka_client_options(settings.kafka),
+            derived=derived,
         )
     )
+    if not derived:
+        print("  (the derived streams are the worker's to write: streams.derive is on)")
     for topic, count in report.counts.items():
         print(f"  {topic:<40} {count:>10,} messages")
     total = report.counts.get(topics.transactions, args.count)
@@ -150,14 +156,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="txlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("worker", help="run the streaming worker (Faust)").set_defaults(run=cmd_worker)
+    worker = commands.add_parser("worker", help="run the streaming worker (Faust)")
+    worker.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="streams: land the stream feeds (and derive the derived streams and table deltas); "
+        "tables: derive the four tables and land them into the facts; all: both (default)",
+    )
+    worker.set_defaults(run=cmd_worker)
 
-    produce = commands.add_parser("produce", help="write seeded demo transactions and their derived streams")
+    produce = commands.add_parser("produce", help="write seeded demo transactions (and their derived streams without streams.derive)")
     produce.add_argument("--count", type=int, default=10_000, help="transactions to produce")
     produce.add_argument("--rate", type=float, default=None, help="transactions per second (default: as fast as possible)")
     produce.add_argument("--seed", type=int, default=42)
     produce.add_argument("--days", type=int, default=3, help="days the event times spread over")
     produce.add_argument("--late-fraction", type=float, default=0.05, help="share of late events (older than today)")
+    produce.add_argument(
+        "--derived",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write the three derived streams, as ksqlDB would (default: only when streams.derive is off)",
+    )
     produce.set_defaults(run=cmd_produce)
 
     feeds = commands.add_parser("feeds", help="list and validate the feeds")

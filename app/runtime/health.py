@@ -7,7 +7,8 @@
   (faust-streaming#175, #523, #640); a restart is the cure. A feed blocked on a sink outage
   is busy (retrying), not stalled: that is a readiness problem, not a liveness one.
 * ``/readyz`` -- partitions assigned, no rebalance in progress, Kafka answered the last lag
-  poll, MySQL answers ``SELECT 1``, the lake accepts a write. Not ready while recovering.
+  poll, MySQL answers ``SELECT 1``, the lake accepts a write (workers whose feeds land in the lake).
+  Not ready while recovering.
 
 Both are cheap: the lag poll runs in the background every ``lag_interval_s``; the probes only
 read its result, plus one MySQL ping and one small file write, each bounded by a timeout.
@@ -46,7 +47,7 @@ class Health:
         self,
         settings: Settings,
         landings: Sequence[FeedLanding],
-        lake: LakeSink,
+        lake: LakeSink | None,
         warehouse: WarehouseSink | None,
         fetcher: StreamFetcher | None = None,
     ) -> None:
@@ -78,7 +79,8 @@ class Health:
                 await self._admin.start()
             assert self._admin is not None
             ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
-            committed = await self._admin.list_consumer_group_offsets(self.settings.kafka.group_id)
+            group = self.fetcher.group_id if self.fetcher is not None else self.settings.kafka.group_id
+            committed = await self._admin.list_consumer_group_offsets(group)
         except Exception as exc:  # noqa: BLE001 - a failed poll only makes the data stale
             logger.warning("consumer lag poll failed: %s", exc)
             await self.close()
@@ -129,13 +131,14 @@ class Health:
         checks["kafka"] = "ok" if fresh else "no recent answer"
         if self.warehouse is not None:
             checks["mysql"] = await self._probe(self.warehouse.ping())
-        checks["lake"] = await self._probe(self.lake.probe())
+        if self.lake is not None:
+            checks["lake"] = await self._probe(self.lake.probe())
         ready = (
             bool(assigned)
             and checks["rebalancing"] == "no"
             and checks["kafka"] == "ok"
             and checks.get("mysql", "ok") == "ok"
-            and checks["lake"] == "ok"
+            and checks.get("lake", "ok") == "ok"
         )
         return ready, {"status": "ready" if ready else "not ready", "checks": checks}
 

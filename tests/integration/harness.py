@@ -207,7 +207,11 @@ def stream_topics(deployment: Deployment) -> StreamTopics:
 
 
 async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None):
-    """Produce like `txlake produce`; returns the ProduceReport."""
+    """Produce like `txlake produce`; returns the ProduceReport.
+
+    Like `txlake produce`, the derived streams are written here only when the worker does not
+    derive them itself (`streams.derive` off).
+    """
     s = deployment.settings
     return await produce(
         s.kafka.bootstrap_servers,
@@ -218,4 +222,5 @@ async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: da
         anonymization_key=s.anonymization.key.get_secret_value().encode(),
         blacklist=s.blacklist,
         now=now,
+        derived=not s.derives_streams,
     )
