@@ -122,10 +122,10 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
         rows = asyncio.run(wait_until_landed(settings, feeds, args.timeout))
     else:
         rows = asyncio.run(feed_progress(settings, feeds))
-    print(f"{'feed':<32} {'partition':>9} {'last offset':>12} {'lake':>12} {'warehouse':>12}")
+    print(f"{'feed':<32} {'partition':>9} {'last offset':>12} {'lake':>12} {'warehouse':>12} {'derived':>12}")
     for row in rows:
-        lake, held = ("-" if v is None else str(v) for v in (row.lake, row.warehouse))
-        print(f"{row.feed:<32} {row.partition:>9} {row.last_offset:>12} {lake:>12} {held:>12}")
+        lake, held, derived = ("-" if v is None else str(v) for v in (row.lake, row.warehouse, row.derived))
+        print(f"{row.feed:<32} {row.partition:>9} {row.last_offset:>12} {lake:>12} {held:>12} {derived:>12}")
     return 0 if all(row.landed for row in rows) else 1
 
 

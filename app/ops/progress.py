@@ -7,7 +7,13 @@ Stream feeds report their lake ledger and, with warehouse tables, their MySQL
 ledger (the delta sink's too on the feed the tables derive from); table feeds
 report their fact ledger. With ``tables.derive`` on, the deltas topic adds rows
 (feed ``table_deltas``) whose position is the table agent's committed offset:
-only when those have caught up have the table topics received every change.
+only when those have caught up have the table topics received every change. With
+``streams.derive`` on, the feed the derived streams come from also reports the derivation's
+position (``derived``): only when it has caught up have the derived topics received every record.
+
+"In Kafka" means committed records: the last offset is read with ``read_committed`` (below an
+open transaction) and, on a partition not obviously landed, the last record is looked up
+(:mod:`app.ops.records`), so the commit markers of transactional topics never count as lag.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.core.feeds import Feed, derivation_source
+from app.core.feeds import Feed, derivation_source, derived_feeds
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
+from app.derived.ledger import DerivedStreamLedger
 from app.lake.sink import read_landed_through
 from app.lake.storage import open_lake_storage
+from app.ops.records import last_record_offset
 from app.tables.sink import ledger_feed
 from app.warehouse.sink import WarehouseSink
 
@@ -40,57 +48,88 @@ class PartitionProgress:
     last_offset: int
     lake: int | None  # None: the feed does not land in the lake (table feeds, deltas)
     warehouse: int | None  # None: the feed has no warehouse tables
+    derived: int | None = None  # the stream derivation's position; None: not the derivation's source
 
     @property
     def landed(self) -> bool:
-        return all(held is None or held >= self.last_offset for held in (self.lake, self.warehouse))
+        return all(held is None or held >= self.last_offset for held in (self.lake, self.warehouse, self.derived))
 
 
-async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
-        described = await admin.describe_topics([topic for topic in topics if topic in existing])
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(topic["topic"], p["partition"])
-        for topic in described
-        if not topic.get("error_code")
-        for p in topic["partitions"]
-    ]
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-        return {tp: end - 1 for tp, end in ends.items()}
-    finally:
-        await consumer.stop()
+class _KafkaEnds:
+    """Log starts and last stable offsets of some topics, and a ``read_committed`` reader for tails."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.starts: dict[TopicPartition, int] = {}
+        self.ends: dict[TopicPartition, int] = {}
+        self.consumer = AIOKafkaConsumer(
+            **kafka_client_options(settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+        )
+
+    async def read(self, topics: list[str]) -> None:
+        admin = AIOKafkaAdminClient(**kafka_client_options(self.settings.kafka))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
+            described = await admin.describe_topics([topic for topic in topics if topic in existing])
+        finally:
+            await admin.close()
+        partitions = [
+            TopicPartition(topic["topic"], p["partition"])
+            for topic in described
+            if not topic.get("error_code")
+            for p in topic["partitions"]
+        ]
+        await self.consumer.start()
+        if partitions:
+            self.starts = await self.consumer.beginning_offsets(partitions)
+            self.ends = await self.consumer.end_offsets(partitions)  # read_committed: the last stable offset
+
+    async def last_offset(self, tp: TopicPartition, held: int) -> int:
+        """The last record's offset, looked up only when ``held`` is short of ``end - 1`` (markers?)."""
+        end = self.ends[tp]
+        if held >= end - 1:
+            return end - 1
+        return await last_record_offset(self.consumer, tp, self.starts[tp], end)
+
+    async def close(self) -> None:
+        await self.consumer.stop()
 
 
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
     """The progress of every partition of every feed (and of the deltas topic when deriving)."""
-    source = derivation_source(feeds) if settings.tables.derive else None
-    topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
-    last = await _last_offsets(settings, topics)
+    source = derivation_source(feeds)
+    deltas_source = source if settings.tables.derive else None
+    derivation = DerivedStreamLedger(kafka_client_options(settings.kafka), settings.derived_streams_group) if (
+        settings.derives_streams and source is not None and derived_feeds(feeds)
+    ) else None
+    topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if deltas_source else [])
+    kafka = _KafkaEnds(settings)
     lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
     warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse or feed.is_table for feed in feeds) else None
     rows = []
     try:
+        await kafka.read(topics)
         for feed in feeds:
-            for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
+            for tp in sorted((tp for tp in kafka.ends if tp.topic == feed.topic), key=lambda tp: tp.partition):
                 lake = None if feed.is_table else read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
                 held = None
                 if warehouse is not None and (feed.warehouse or feed.is_table):
                     held = await warehouse.landed_through(feed.name, feed.topic, tp.partition)
-                if warehouse is not None and feed is source:
+                if warehouse is not None and feed is deltas_source:
                     sent = await warehouse.landed_through(ledger_feed(feed.name), feed.topic, tp.partition)
                     held = sent if held is None else min(held, sent)
-                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last[tp], lake, held))
-        if source is not None:
-            rows.extend(await _deltas_progress(settings, {tp: o for tp, o in last.items() if tp.topic == settings.table_deltas_topic}))
+                derived = await derivation.read(feed.topic, tp.partition) if derivation and feed is source else None
+                least = min((h for h in (lake, held, derived) if h is not None), default=-1)
+                last = await kafka.last_offset(tp, least)
+                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last, lake, held, derived))
+        if deltas_source is not None:
+            ends = {tp: end - 1 for tp, end in kafka.ends.items() if tp.topic == settings.table_deltas_topic}
+            rows.extend(await _deltas_progress(settings, ends))
     finally:
+        await kafka.close()
+        if derivation is not None:
+            await derivation.close()
         if warehouse is not None:
             await warehouse.stop()
     return rows
@@ -99,7 +138,10 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
 async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
     """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
     consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings.kafka), group_id=settings.faust_app_id, enable_auto_commit=False
+        **kafka_client_options(settings.kafka),
+        group_id=settings.faust_app_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

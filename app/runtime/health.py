@@ -73,7 +73,9 @@ class Health:
         assigned = self.assignment()
         try:
             if self._consumer is None:
-                self._consumer = AIOKafkaConsumer(**kafka_client_options(self.settings.kafka), enable_auto_commit=False)
+                self._consumer = AIOKafkaConsumer(
+                    **kafka_client_options(self.settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+                )
                 await self._consumer.start()
                 self._admin = AIOKafkaAdminClient(**kafka_client_options(self.settings.kafka))
                 await self._admin.start()
