@@ -74,6 +74,7 @@ async def _throughput(settings: Any, feeds: tuple, args: argparse.Namespace, env
     report = await produce(
         settings.kafka.bootstrap_servers, topics, args.backlog, seed=1, rate=None,
         anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist, now=NOW,
+        derived=not settings.derives_streams,  # with streams.derive the worker writes the derived streams
     )
     log(f"  filled {args.backlog:,} transactions ({sum(report.counts.values()):,} messages) in {time.monotonic() - started:.1f}s")
     worker = WorkerProcess(env, Path(env["TXLAKE_DATADIR"]).parent / "worker.log").start()
@@ -114,6 +115,7 @@ async def _latency(settings: Any, feeds: tuple, args: argparse.Namespace, worker
     load = asyncio.create_task(produce(
         settings.kafka.bootstrap_servers, topics, int(args.rate * args.seconds), seed=2, rate=args.rate,
         anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist, now=NOW,
+        derived=not settings.derives_streams,  # with streams.derive the worker writes the derived streams
     ))
 
     async def markers() -> None:

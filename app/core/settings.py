@@ -276,6 +276,13 @@ class TablesSettings(_Section):
     exchange_rates_file: Path | None = Field(
         None, description="TOML file of EUR rates (CURRENCY = \"rate\"); default: the file shipped with txlake."
     )
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        description="Partition count of the table side (the deltas topic, the table state's changelogs and the "
+        "four table topics) when txlake creates them; unset: the transaction topic's. It bounds how many "
+        "tables-role workers share the work.",
+    )
 
 
 class StreamsSettings(_Section):

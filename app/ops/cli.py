@@ -109,7 +109,7 @@ def cmd_feeds(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from app.ops.topics import create_topics
 
-    created = asyncio.run(create_topics(settings, load_feeds(settings), args.partitions))
+    created = asyncio.run(create_topics(settings, load_feeds(settings), args.partitions, table_partitions=args.table_partitions))
     print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
     return 0
 
@@ -185,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     feeds.set_defaults(run=cmd_feeds)
 
     topics = commands.add_parser("topics", help="create the feed topics and the dead-letter topic")
-    topics.add_argument("--partitions", type=int, default=4)
+    topics.add_argument("--partitions", type=int, default=4, help="partitions of the stream topics")
+    topics.add_argument(
+        "--table-partitions",
+        type=int,
+        default=None,
+        help="partitions of the table topics, the deltas and the table state (default: tables.partitions or --partitions)",
+    )
     topics.set_defaults(run=cmd_topics)
 
     progress = commands.add_parser("progress", help="Kafka end offsets against each sink's ledger")
