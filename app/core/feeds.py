@@ -11,6 +11,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,7 +22,25 @@ from models.derived_messages import DERIVATIONS
 from models.dimensions import DIMENSIONS
 from models.tables import TABLES, TableSpec
 
-__all__ = ["ROLES", "Feed", "derivation_source", "derived_feeds", "feeds_of_role", "load_feeds"]
+__all__ = [
+    "ROLES",
+    "SINKS",
+    "Feed",
+    "derivation_source",
+    "derived_feeds",
+    "derived_streams_source",
+    "feeds_of_role",
+    "load_feeds",
+]
+
+SINKS = {
+    "lake": "stream",  # app.lake.sink: Parquet files in hive day partitions
+    "warehouse": "stream",  # app.warehouse.sink: the feed's dimension tables
+    "deltas": "stream",  # app.tables.sink: contributions to the four tables (transaction records)
+    "derived_streams": "stream",  # app.derived.sink: the derived streams, in Kafka transactions (transaction records)
+    "facts": "table",  # app.warehouse.facts: a table feed's live fact rows
+}
+"""The sinks a feed can name, and the kind of feed each takes."""
 
 ROLES = ("all", "streams", "tables")
 """What a worker process does (``txlake worker --role``): see :func:`feeds_of_role` and docs/kubernetes.md."""
@@ -35,9 +54,12 @@ class Feed(BaseModel):
     ksqlDB-format changelog, kept current in the table's fact rows (``snapshot_version = 0``);
     its lake dataset holds the table's snapshot versions.
 
-    A stream feed with a ``derivation`` (``flatten``, ``anonymize``, ``blacklist``) is one of the
-    derived streams: with ``streams.derive`` on, txlake writes its topic from the derivation
-    source (:func:`derivation_source`) and lands it like any other stream feed.
+    ``sinks`` names where the feed's batches go (:data:`SINKS`); left out, a stream feed goes to
+    the lake (and the warehouse if it has ``warehouse`` tables), a table feed to its facts. The
+    ``deltas`` sink marks the feed the four tables are derived from; it is active only while
+    ``tables.derive`` is on. The ``derived_streams`` sink marks the feed the derived streams are
+    derived from (active while ``streams.derive`` is on): it writes the topics of the feeds that name
+    a ``derivation`` (``flatten``, ``anonymize``, ``blacklist``), which land like any stream feed.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,7 +70,7 @@ class Feed(BaseModel):
     table: str | None = None
     dataset: str
     warehouse: tuple[str, ...] = ()
-    derive_tables: bool = False
+    sinks: tuple[str, ...] = ()
     derivation: str | None = None
 
     @field_validator("record")
@@ -56,13 +78,6 @@ class Feed(BaseModel):
     def _known_record(cls, value: str | None) -> str | None:
         if value is not None and value not in RECORD_KINDS:
             raise ValueError(f"unknown record kind {value!r}; known: {', '.join(sorted(RECORD_KINDS))}")
-        return value
-
-    @field_validator("derivation")
-    @classmethod
-    def _known_derivation(cls, value: str | None) -> str | None:
-        if value is not None and value not in DERIVATIONS:
-            raise ValueError(f"unknown derivation {value!r}; known: {', '.join(DERIVATIONS)}")
         return value
 
     @field_validator("dataset")
@@ -80,10 +95,39 @@ class Feed(BaseModel):
             raise ValueError(f"unknown table {value!r}; known: {', '.join(sorted(TABLES))}")
         return value
 
+    @field_validator("derivation")
+    @classmethod
+    def _known_derivation(cls, value: str | None) -> str | None:
+        if value is not None and value not in DERIVATIONS:
+            raise ValueError(f"unknown derivation {value!r}; known: {', '.join(DERIVATIONS)}")
+        return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _known_sinks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in SINKS]
+        if unknown:
+            raise ValueError(f"unknown sink {unknown[0]!r}; known: {', '.join(SINKS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a sink is named twice")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sinks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("sinks"):
+            table, warehouse = data.get("table"), data.get("warehouse")
+            data = {**data, "sinks": ("facts",) if table else ("lake", "warehouse") if warehouse else ("lake",)}
+        return data
+
     @model_validator(mode="after")
     def _warehouse_fits_record(self) -> Feed:
         if (self.record is None) == (self.table is None):
             raise ValueError("a feed names exactly one of record (a stream) or table")
+        kind = "table" if self.table is not None else "stream"
+        for name in self.sinks:
+            if SINKS[name] != kind:
+                raise ValueError(f"sink {name!r} takes {SINKS[name]} feeds, not {kind} feeds")
         if self.table is not None:
             if self.warehouse:
                 raise ValueError("a table feed lands in its fact table: leave warehouse out")
@@ -92,14 +136,17 @@ class Feed(BaseModel):
             if self.derivation is not None:
                 raise ValueError("a table feed has no derivation (the derived streams are stream feeds)")
             return self
+        for name in ("deltas", "derived_streams"):
+            if name in self.sinks and self.record != "transaction":
+                raise ValueError(f"the {name} sink needs a feed of transaction records")
         if self.derivation is not None:
-            if self.derive_tables:
-                raise ValueError("the feed the tables are derived from is not itself derived")
+            if {"deltas", "derived_streams"} & set(self.sinks):
+                raise ValueError("a derived feed is not itself a derivation source (deltas, derived_streams)")
             if self.record != DERIVATIONS[self.derivation]:
                 raise ValueError(f"derivation {self.derivation!r} writes {DERIVATIONS[self.derivation]} records, "
                                  f"not {self.record}")
-        if self.derive_tables and self.record != "transaction":
-            raise ValueError("derive_tables needs a feed of transaction records")
+        if bool(self.warehouse) != ("warehouse" in self.sinks):
+            raise ValueError("name the warehouse tables (warehouse = [...]) and the warehouse sink together")
         for table in self.warehouse:
             dimension = DIMENSIONS.get(table)
             if dimension is None:
@@ -150,8 +197,9 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
         feeds.append(feed.model_copy(update={"topic": feed.topic + settings.topic_suffix}))
     if not feeds:
         raise ConfigurationError(f"{source}: no [[feed]] entries")
-    if sum(feed.derive_tables for feed in feeds) > 1:
-        raise ConfigurationError(f"{source}: derive_tables may be set on one feed only")
+    for name in ("deltas", "derived_streams"):
+        if sum(name in feed.sinks for feed in feeds) > 1:
+            raise ConfigurationError(f"{source}: the {name} sink may be named on one feed only")
     derivations = [feed.derivation for feed in feeds if feed.derivation]
     if len(derivations) != len(set(derivations)):
         raise ConfigurationError(f"{source}: a derivation may be named by one feed only")
@@ -164,8 +212,13 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
 
 
 def derivation_source(feeds: tuple[Feed, ...]) -> Feed | None:
-    """The stream feed the tables are derived from (``derive_tables = true``), if any."""
-    return next((feed for feed in feeds if feed.derive_tables), None)
+    """The stream feed the tables are derived from (the one with the ``deltas`` sink), if any."""
+    return next((feed for feed in feeds if "deltas" in feed.sinks), None)
+
+
+def derived_streams_source(feeds: tuple[Feed, ...]) -> Feed | None:
+    """The stream feed the derived streams are derived from (the one with the ``derived_streams`` sink), if any."""
+    return next((feed for feed in feeds if "derived_streams" in feed.sinks), None)
 
 
 def derived_feeds(feeds: tuple[Feed, ...]) -> dict[str, Feed]:

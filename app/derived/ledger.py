@@ -15,10 +15,13 @@ shows how far behind the derivation is, and ``--reset-offsets`` sets where a new
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+if TYPE_CHECKING:
+    from app.core.feeds import Feed
 
 __all__ = ["DerivedStreamLedger"]
 
@@ -26,16 +29,20 @@ NOTHING_DERIVED = -1
 
 
 class DerivedStreamLedger:
-    """Reads the derivation's committed positions (one admin client, opened on first use)."""
+    """Reads the derivation's committed positions (one admin client, opened on first use).
+
+    The :class:`~app.core.sink.Ledger` of :class:`~app.derived.sink.DerivedStreamSink`; the sink
+    commits through its Kafka transactions, never through this object.
+    """
 
     def __init__(self, client_options: Mapping[str, Any], group_id: str) -> None:
         self.client_options = dict(client_options)  # app.core.security.kafka_client_options
         self.group_id = group_id
         self._admin: AIOKafkaAdminClient | None = None
 
-    async def read(self, topic: str, partition: int) -> int:
-        """The highest offset of ``topic[partition]`` derived and committed (-1: none)."""
-        return (await self.read_many(topic, [partition]))[partition]
+    async def read(self, feed: Feed, partition: int) -> int:
+        """The highest offset of the source feed's ``partition`` derived and committed (-1: none)."""
+        return (await self.read_many(feed.topic, [partition]))[partition]
 
     async def read_many(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         """:meth:`read` for several partitions of ``topic`` in one request."""

@@ -225,7 +225,7 @@ class DerivedStreamSink(Sink):
         )
         try:
             await producer.start()  # InitProducerId: fences the previous owner, ends its open transaction
-            position = await self.ledger.read(topic, partition)
+            position = (await self.ledger.read_many(topic, [partition]))[partition]
         except BaseException as exc:
             await self._close(_Lane(producer, -1, 0.0))
             if isinstance(exc, _KAFKA_FAILURES):

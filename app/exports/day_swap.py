@@ -36,7 +36,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.lake.sink import DayPartition, LedgerEntry
+from app.lake.ledger import LedgerEntry
+from app.lake.sink import DayPartition
 from app.lake.storage import CONTROL_DIR, LocalStorage
 
 __all__ = ["DaySwap", "FILE_NAME", "cut_of", "exchange", "recover_work", "work_root"]

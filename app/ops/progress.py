@@ -3,13 +3,12 @@
 Read-only and safe while workers run; used by ``txlake progress``, the demo,
 the tests and the benchmark to know when everything produced has landed.
 
-Stream feeds report their lake ledger and, with warehouse tables, their MySQL
-ledger (the delta sink's too on the feed the tables derive from); table feeds
-report their fact ledger. With ``tables.derive`` on, the deltas topic adds rows
-(feed ``table_deltas``) whose position is the table agent's committed offset:
-only when those have caught up have the table topics received every change. With
-``streams.derive`` on, the feed the derived streams come from also reports the derivation's
-position (``derived``): only when it has caught up have the derived topics received every record.
+Each feed's partition reports the position of every sink the feed names (read through the
+sinks' own :class:`~app.core.sink.Ledger` objects, never started). With ``tables.derive`` on,
+the deltas topic adds rows (feed ``table_deltas``) whose position is the table agent's committed
+offset: only when those have caught up have the table topics received every change. With
+``streams.derive`` on, the feed the derived streams come from reports the derivation's position
+too (sink ``derived_streams``): only when it has caught up have the derived topics every record.
 
 "In Kafka" means committed records: the last offset is read with ``read_committed`` (below an
 open transaction) and, on a partition not obviously landed, the last record is looked up
@@ -20,22 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.core.feeds import Feed, derivation_source, derived_feeds
+from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
-from app.derived.ledger import DerivedStreamLedger
-from app.lake.sink import read_landed_through
-from app.lake.storage import open_lake_storage
 from app.ops.records import last_record_offset
-from app.tables.sink import ledger_feed
-from app.warehouse.sink import WarehouseSink
+from app.runtime.sinks import build_sinks
 
 __all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
+
+TABLE_AGENT = "table_agent"
+"""The position name of the table agent's committed offset on a deltas partition."""
 
 
 @dataclass(frozen=True)
@@ -46,13 +44,22 @@ class PartitionProgress:
     topic: str
     partition: int
     last_offset: int
-    lake: int | None  # None: the feed does not land in the lake (table feeds, deltas)
-    warehouse: int | None  # None: the feed has no warehouse tables
-    derived: int | None = None  # the stream derivation's position; None: not the derivation's source
+    positions: dict[str, int] = field(default_factory=dict)  # sink name -> landed through
+
+    @property
+    def lake(self) -> int | None:
+        """The lake's position (None: the feed does not land in the lake)."""
+        return self.positions.get("lake")
+
+    @property
+    def warehouse(self) -> int | None:
+        """The lowest position of the feed's MySQL-ledgered sinks (None: it has none)."""
+        held = [held for name, held in self.positions.items() if name != "lake"]
+        return min(held) if held else None
 
     @property
     def landed(self) -> bool:
-        return all(held is None or held >= self.last_offset for held in (self.lake, self.warehouse, self.derived))
+        return all(held >= self.last_offset for held in self.positions.values())
 
 
 class _KafkaEnds:
@@ -98,40 +105,27 @@ class _KafkaEnds:
 
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
     """The progress of every partition of every feed (and of the deltas topic when deriving)."""
-    source = derivation_source(feeds)
-    deltas_source = source if settings.tables.derive else None
-    derivation = DerivedStreamLedger(kafka_client_options(settings.kafka), settings.derived_streams_group) if (
-        settings.derives_streams and source is not None and derived_feeds(feeds)
-    ) else None
-    topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if deltas_source else [])
+    source = derivation_source(feeds) if settings.tables.derive else None
+    topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
     kafka = _KafkaEnds(settings)
-    lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
-    warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse or feed.is_table for feed in feeds) else None
+    sinks = None
     rows = []
     try:
         await kafka.read(topics)
+        deltas_partitions = sum(tp.topic == settings.table_deltas_topic for tp in kafka.ends) if source else None
+        sinks = build_sinks(settings, feeds, None, deltas_partitions or None)
         for feed in feeds:
             for tp in sorted((tp for tp in kafka.ends if tp.topic == feed.topic), key=lambda tp: tp.partition):
-                lake = None if feed.is_table else read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
-                held = None
-                if warehouse is not None and (feed.warehouse or feed.is_table):
-                    held = await warehouse.landed_through(feed.name, feed.topic, tp.partition)
-                if warehouse is not None and feed is deltas_source:
-                    sent = await warehouse.landed_through(ledger_feed(feed.name), feed.topic, tp.partition)
-                    held = sent if held is None else min(held, sent)
-                derived = await derivation.read(feed.topic, tp.partition) if derivation and feed is source else None
-                least = min((h for h in (lake, held, derived) if h is not None), default=-1)
-                last = await kafka.last_offset(tp, least)
-                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last, lake, held, derived))
-        if deltas_source is not None:
+                positions = {sink.name: await sink.ledger.read(feed, tp.partition) for sink in sinks.of(feed)}
+                last = await kafka.last_offset(tp, min(positions.values(), default=-1))
+                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last, positions))
+        if source is not None:
             ends = {tp: end - 1 for tp, end in kafka.ends.items() if tp.topic == settings.table_deltas_topic}
             rows.extend(await _deltas_progress(settings, ends))
     finally:
         await kafka.close()
-        if derivation is not None:
-            await derivation.close()
-        if warehouse is not None:
-            await warehouse.stop()
+        if sinks is not None:
+            await sinks.stop()
     return rows
 
 
@@ -149,7 +143,7 @@ async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) 
         for tp in sorted(last, key=lambda tp: tp.partition):
             committed = await consumer.committed(tp)
             position = -1 if committed is None else committed - 1
-            rows.append(PartitionProgress("table_deltas", tp.topic, tp.partition, last[tp], None, position))
+            rows.append(PartitionProgress("table_deltas", tp.topic, tp.partition, last[tp], {TABLE_AGENT: position}))
         return rows
     finally:
         await consumer.stop()

@@ -62,7 +62,7 @@ async def _ensure_derivation(
 ) -> tuple[int, list[str]]:
     source = derivation_source(feeds)
     if source is None:
-        raise ConfigurationError("tables.derive is on but no feed sets derive_tables = true")
+        raise ConfigurationError("tables.derive is on but no feed names the deltas sink (sinks = [..., \"deltas\"])")
     admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:

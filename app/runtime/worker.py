@@ -1,4 +1,14 @@
-"""Builds the Faust app: one stream agent per feed, the sinks, the dead-letter publisher, /metrics."""
+"""Builds the Faust app: the sinks, one stream agent per feed, the table agent, the fetcher, the web views.
+
+The pieces and their order (the data flow, :doc:`docs/architecture.md`):
+
+1. :func:`~app.runtime.sinks.build_sinks` -- one instance of every sink the feeds name;
+2. one :class:`~app.runtime.landing.FeedLanding` and one stream agent (:mod:`agents.streams`) per feed;
+3. the table agent (:mod:`agents.tables`) when the worker derives the tables;
+4. the :class:`~app.runtime.fetcher.StreamFetcher`, started once every sink has started, which hands
+   whole batches to the agents and resumes each partition from its sinks' lowest position;
+5. health, metrics, and the snapshot and export endpoints.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +25,22 @@ from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
 from app.core.dead_letters import DeadLetterPublisher
-from app.core.feeds import Feed, derivation_source, derived_feeds, feeds_of_role, load_feeds
+from app.core.feeds import Feed, derivation_source, feeds_of_role, load_feeds
 from app.core.retry import Backoff
 from app.core.security import faust_broker_credentials, kafka_client_options, request_size_limit
 from app.core.settings import Settings
-from app.core.sink import Sink
-from app.derived.sink import DerivedStreamSink
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
-from app.lake.sink import LakeSink
 from app.runtime.fetcher import FetchedBatch, StreamFetcher
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
+from app.runtime.sinks import SinkSet, build_sinks
 from app.snapshots.service import Snapshotter
 from app.snapshots.web import mount_snapshots
-from app.tables.rates import load_rates
-from app.tables.sink import DeltaSink
-from app.warehouse.facts import FactSink
-from app.warehouse.sink import WarehouseSink
-from models.derived_messages import DerivedMessages
 
-__all__ = ["create_app", "derived_stream_sink", "role_groups"]
+__all__ = ["create_app", "role_groups"]
 
 logger = logging.getLogger(__name__)
-
-
-def _broker_urls(bootstrap_servers: str) -> list[str]:
-    return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
 
 
 def create_app(
@@ -67,45 +66,11 @@ def create_app(
     fetch_group, faust_app_id = role_groups(settings, role)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
-    # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic;
-    # the stream feeds are fetched in whole batches by the StreamFetcher in group "<group_id>".
-    app = faust.App(
-        faust_app_id,
-        broker=_broker_urls(settings.kafka.bootstrap_servers),
-        value_serializer="raw",
-        key_serializer="raw",
-        web_host=settings.web.host,
-        web_bind=settings.web.host,
-        web_port=settings.web.port,
-        datadir=str(settings.datadir),
-        broker_commit_interval=settings.kafka.commit_interval_ms / 1000,
-        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        broker_credentials=faust_broker_credentials(settings.kafka),
-        web_application_options={"middlewares": [request_size_limit(settings.web.max_request_bytes)]},
-    )
-    if settings.web.faust_sensors:
-        setup_prometheus_sensors(app, name_prefix="faust")
-    else:
-        app.page("/metrics")(_metrics_view)
-
-    lake = LakeSink.from_settings(settings.lake)
-    warehouse = WarehouseSink(settings.mysql)
+    app = _faust_app(settings, faust_app_id)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
-    facts = FactSink(settings.mysql, dead_letters)
-    source = derivation_source(all_feeds)
-    deltas = (
-        DeltaSink(settings.mysql, kafka_client_options(settings.kafka), settings.table_deltas_topic, table_partitions,
-                  load_rates(settings.tables.exchange_rates_file))
-        if source is not None and table_partitions and streams_role
-        else None
-    )
-    if table_partitions and tables_role:
+    sinks = build_sinks(settings, feeds, dead_letters, table_partitions)
+    if table_partitions and tables_role and derivation_source(all_feeds) is not None:
         register_table_agent(
             app,
             settings.table_deltas_topic,
@@ -113,64 +78,20 @@ def create_app(
             {f.table: f.topic for f in all_feeds if f.table},
             kafka_client_options(settings.kafka),
         )
-    derived = derived_stream_sink(settings, all_feeds) if streams_role else None
-    uses_warehouse = any(feed.warehouse or feed.is_table for feed in feeds)
-    uses_lake = any(not feed.is_table for feed in feeds)
-
-    def sinks_of(feed: Feed) -> list[Sink]:
-        if feed.is_table:
-            return [facts]
-        sinks: list[Sink] = [lake, warehouse] if feed.warehouse else [lake]
-        if feed is source:
-            sinks += [sink for sink in (deltas, derived) if sink is not None]
-        return sinks
-
-    landings, agents = [], {}
-    for feed in feeds:
-        landing = FeedLanding(feed, sinks_of(feed), dead_letters, backoff)
-        agents[feed.topic] = register_stream_agent(app, feed, landing)
-        landings.append(landing)
+    landings = [FeedLanding(feed, sinks.of(feed), dead_letters, backoff) for feed in feeds]
+    agents = {landing.feed.topic: register_stream_agent(app, landing.feed, landing) for landing in landings}
     if streams_role:
         register_dead_letter_monitor(app, settings.dead_letter_topic)
 
     async def deliver(batch: FetchedBatch) -> None:
         await agents[batch.feed.topic].channel.hand_over(batch)
 
-    async def held_through(feed: Feed, partition: int) -> int:
-        """What every sink of the feed holds for the partition: the lowest ledger position."""
-        if feed.is_table:
-            return await facts.landed_through(feed.name, feed.topic, partition)
-        lake.forget(feed.dataset, feed.topic, partition)  # another worker may have moved it on
-        positions = [await asyncio.to_thread(lake.landed_through, feed.dataset, feed.topic, partition)]
-        if feed.warehouse:
-            positions.append(await warehouse.landed_through(feed.name, feed.topic, partition))
-        if deltas is not None and feed is source:
-            positions.append(await deltas.held_through(feed.name, feed.topic, partition))
-        if derived is not None and feed is source:
-            positions.append(await derived.position(feed, partition))
-        return min(positions)
-
-    fetcher = StreamFetcher(settings, feeds, deliver, held_through, group_id=fetch_group)
-
-    @app.task
-    async def _fetch_streams() -> None:
-        try:
-            if derived is not None:
-                await derived.start()
-            await fetcher.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Without its fetcher the worker lands nothing: exit, and let the restart retry.
-            logger.critical("stream fetcher failed, exiting", exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_UNEXPECTED)
-
-    health = Health(settings, landings, lake if uses_lake else None, warehouse if uses_warehouse else None, fetcher)
+    fetcher = StreamFetcher(settings, feeds, deliver, sinks.position, group_id=fetch_group)
+    _run_fetcher(app, fetcher, sinks, backoff)
+    health = Health(settings, landings, sinks, fetcher)
     _mount_health(app, health)
-    snapshotter = Snapshotter(settings)
+    snapshotter, exports = Snapshotter(settings), ExportJobs(settings)
     mount_snapshots(app, settings, snapshotter)
-    exports = ExportJobs(settings)
     mount_exports(app, settings, exports)
 
     @app.on_before_shutdown.connect
@@ -179,12 +100,7 @@ def create_app(
         await health.close()
         await snapshotter.close()
         await exports.close()
-        await warehouse.stop()
-        await facts.stop()
-        if deltas is not None:
-            await deltas.stop()
-        if derived is not None:
-            await derived.stop()
+        await sinks.stop()
 
     return app
 
@@ -206,19 +122,52 @@ def role_groups(settings: Settings, role: str) -> tuple[str, str]:
     return group, settings.faust_app_id
 
 
-def derived_stream_sink(settings: Settings, feeds: tuple[Feed, ...]) -> DerivedStreamSink | None:
-    """The derived-stream sink of the transaction feed, when ``streams.derive`` is on and feeds name derivations."""
-    outputs = {derivation: feed.topic for derivation, feed in derived_feeds(feeds).items()}
-    if not settings.derives_streams or not outputs or derivation_source(feeds) is None:
-        return None
-    return DerivedStreamSink(
-        kafka_client_options(settings.kafka),
-        settings.derived_streams_group,
-        outputs,
-        DerivedMessages(outputs, settings.anonymization.key.get_secret_value().encode(), settings.blacklist),
-        transaction_timeout_ms=settings.streams.transaction_timeout_ms,
-        position_refresh_s=settings.streams.position_refresh_s,
+def _faust_app(settings: Settings, app_id: str) -> faust.App:
+    """The Faust app of the settings: raw bytes in and out, Kafka's own naming for the knobs.
+
+    Faust's own consumer (its group is ``app_id``, :func:`role_groups`) reads only the dead-letter
+    topic and, when deriving, the deltas; the stream feeds are fetched in whole batches by the
+    :class:`StreamFetcher` in its own group.
+    """
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",") if server.strip()],
+        value_serializer="raw",
+        key_serializer="raw",
+        web_host=settings.web.host,
+        web_bind=settings.web.host,
+        web_port=settings.web.port,
+        datadir=str(settings.datadir),
+        broker_commit_interval=settings.kafka.commit_interval_ms / 1000,
+        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        broker_credentials=faust_broker_credentials(settings.kafka),
+        web_application_options={"middlewares": [request_size_limit(settings.web.max_request_bytes)]},
     )
+    if settings.web.faust_sensors:
+        setup_prometheus_sensors(app, name_prefix="faust")
+    else:
+        app.page("/metrics")(_metrics_view)
+    return app
+
+
+def _run_fetcher(app: faust.App, fetcher: StreamFetcher, sinks: SinkSet, backoff: Backoff) -> None:
+    @app.task
+    async def _fetch_streams() -> None:
+        try:
+            await sinks.start(backoff)
+            await fetcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Without its fetcher the worker lands nothing: exit, and let the restart retry.
+            logger.critical("stream fetcher failed, exiting", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNEXPECTED)
 
 
 async def _metrics_view(web: Any, request: Any) -> Any:

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from app.exports.day_swap import DaySwap, cut_of, recover_work, work_root
 from app.exports.request import ExportRequest
-from app.lake.sink import DayPartition, LedgerEntry
+from app.lake.ledger import LedgerEntry
+from app.lake.sink import DayPartition
 
 DATASET, TOPIC = "streams/s", "tx"
 DAY = DayPartition(2026, 11, 24)

@@ -8,13 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from app.core.errors import ConfigurationError
-from app.core.feeds import Feed, derivation_source, derived_feeds, feeds_of_role, load_feeds
+from app.core.feeds import Feed, derivation_source, derived_feeds, derived_streams_source, feeds_of_role, load_feeds
 from app.core.settings import Settings
 
 
 def test_the_shipped_feeds_name_the_three_derivations_from_the_transaction_feed():
     feeds = load_feeds(Settings())
-    assert derivation_source(feeds).name == "transaction_stream"
+    assert derivation_source(feeds).name == derived_streams_source(feeds).name == "transaction_stream"
     assert {d: f.name for d, f in derived_feeds(feeds).items()} == {
         "flatten": "transaction_flattened",
         "anonymize": "transaction_stream_anonymized",
@@ -27,7 +27,9 @@ def test_the_shipped_feeds_name_the_three_derivations_from_the_transaction_feed(
     [
         ({"record": "transaction", "derivation": "flatten"}, "writes flattened_line records"),
         ({"record": "flattened_line", "derivation": "explode"}, "unknown derivation"),
-        ({"record": "transaction", "derivation": "anonymize", "derive_tables": True}, "not itself derived"),
+        ({"record": "transaction", "derivation": "anonymize", "sinks": ["lake", "derived_streams"]},
+         "not itself a derivation source"),
+        ({"record": "flattened_line", "sinks": ["lake", "derived_streams"]}, "needs a feed of transaction records"),
         ({"table": "payment_method_totals", "dataset": "tables/payment_method_totals", "derivation": "flatten"},
          "no derivation"),
     ],
