@@ -40,8 +40,9 @@ class Deployment:
     def feed(self, name: str) -> Feed:
         return next(feed for feed in self.feeds if feed.name == name)
 
-    def worker(self, **extra_env: str) -> WorkerProcess:
-        worker = WorkerProcess({**self.env, **extra_env}, self.workdir / f"worker-{len(self.workers)}.log")
+    def worker(self, *args: str, **extra_env: str) -> WorkerProcess:
+        """A ``txlake worker`` of this deployment (``args``, e.g. ``"--role", "tables"``), not started yet."""
+        worker = WorkerProcess({**self.env, **extra_env}, self.workdir / f"worker-{len(self.workers)}.log", args)
         self.workers.append(worker)
         return worker
 
@@ -114,15 +115,16 @@ async def delete_deployment_topics(deployment: Deployment) -> None:
 class WorkerProcess:
     """``txlake worker`` in a subprocess, with its log in a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.process = subprocess.Popen(
-            [TXLAKE, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+            [TXLAKE, "worker", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
         )
         log.close()
         return self
