@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: check demo test unit bench bench-tables bench-derived bench-export up down install clean
+.PHONY: check demo test unit configdoc bench bench-tables bench-derived bench-export up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -22,16 +22,19 @@ check:              ## lint (ruff) and the layer contracts (import-linter); no s
 unit:               ## unit tests only (no services)
 	bash scripts/bootstrap.sh && .venv/bin/pytest tests/unit -q
 
-bench:              ## the throughput benchmark (writes bench/results and the README table)
+configdoc:          ## regenerate docs/configuration.md from the settings' field descriptions
+	bash scripts/bootstrap.sh && .venv/bin/python -m app.ops.configdoc > docs/configuration.md
+
+bench:              ## the stream benchmark (writes bench/results/streams-LATEST.{json,md} and LATEST.md)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.run
 
-bench-tables:       ## the table path: derivation throughput, produce-to-MySQL latency at 5,000 tx/s (bench/results/tables-*.json)
+bench-tables:       ## the table path: derivation throughput, produce-to-MySQL latency at 5,000 tx/s (bench/results/tables-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.tables
 
-bench-derived:      ## the derived streams' cost: worker CPU-µs per transaction with and without stream derivation, back to back (bench/results/derived-*.json)
+bench-derived:      ## the derived streams' cost: worker CPU-µs per transaction with and without stream derivation, back to back (bench/results/derived-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.derived
 
-bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (writes bench/results/export-*.json)
+bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (bench/results/export-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000
 
 clean:              ## remove the demo lake and local worker state (not the services' data)

@@ -21,14 +21,15 @@ The machine is shared: compare the two sides of one round, not figures of differ
 Also measured without Kafka: the encoder alone (:class:`models.derived_messages.DerivedMessages`
 on decoded transactions), CPU-µs per transaction.
 
-Writes ``bench/results/derived-<stamp>.json`` and prints a Markdown summary (docs/derived-streams.md).
+Writes ``bench/results/derived-LATEST.{json,md}`` and ``LATEST.md`` (:mod:`bench.report`) and prints
+the page (docs/derived-streams.md quotes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import shutil
 import statistics
 import sys
@@ -37,9 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
-    RESULTS_DIR,
-    _proc_cpu_s,
+from bench.infra import (
+    REPO,
+    WorkerProcess,
     create_database,
     delete_topics,
     drop_database,
@@ -47,7 +48,10 @@ from bench.run import (
     log,
     machine_info,
     new_run,
+    stream_topics,
 )
+from bench.probes import proc_cpu_s
+from bench.report import write_latest
 
 NOW = datetime.now(UTC)
 
@@ -87,7 +91,7 @@ async def _wait_ready(port: int, worker: Any, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
-            assert worker.alive(), worker.log()[-3000:]
+            assert worker.exit_code() is None, worker.log_tail()
             try:
                 if (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=5)).status_code == 200:
                     return
@@ -103,13 +107,13 @@ async def one_run(derive: bool, args: argparse.Namespace) -> dict[str, Any]:
     from app.core.settings import Settings
     from app.ops.progress import wait_until_landed
     from app.ops.topics import create_topics
-    from tests.integration.harness import WorkerProcess, _settings_kwargs
-    from tools.loadgen import StreamTopics, produce
+    from tools.loadgen import produce
 
     run = new_run(args.window_ms)
     run.env["TXLAKE_STREAMS__DERIVE"] = "true" if derive else "false"
     run.env["TXLAKE_LOG_FORMAT"] = "text"
-    settings = Settings(**_settings_kwargs(run.env))
+    os.environ.update(run.env)  # every run sets the same keys
+    settings = Settings()
     feeds = load_feeds(settings)
     topics = [feed.topic for feed in feeds] + [settings.dead_letter_topic]
     await create_database(run.database, settings.mysql.user)
@@ -118,17 +122,14 @@ async def one_run(derive: bool, args: argparse.Namespace) -> dict[str, Any]:
         await create_topics(settings, feeds, args.partitions)
         worker = WorkerProcess(run.env, run.scratch / "worker.log").start()
         await _wait_ready(run.web_port, worker)
-        cpu_before, started = _proc_cpu_s(worker.process.pid), time.monotonic()
-        by_name = {feed.name: feed.topic for feed in feeds}
+        cpu_before, started = proc_cpu_s(worker.pid), time.monotonic()
         report = await produce(
-            settings.kafka.bootstrap_servers,
-            StreamTopics(by_name["transaction_stream"], by_name["transaction_flattened"],
-                         by_name["transaction_stream_anonymized"], by_name["transaction_stream_blacklisted"]),
+            settings.kafka.bootstrap_servers, stream_topics(feeds),
             args.transactions, seed=1, rate=None, now=NOW, derived=not derive,
             anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
         )
         await wait_until_landed(settings, feeds, timeout_s=1800, poll_s=0.25)
-        elapsed, cpu = time.monotonic() - started, _proc_cpu_s(worker.process.pid) - cpu_before
+        elapsed, cpu = time.monotonic() - started, proc_cpu_s(worker.pid) - cpu_before
         rows = await _lake_rows(settings, feeds)
         result = {
             "derive": derive,
@@ -178,6 +179,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     machine, code = results["machine"], results["code"]
     lines = [
+        "# Derived streams' cost (`make bench-derived`)",
+        "",
         f"Measured {results['started_at']} with `python -m bench.derived --transactions {results['args']['transactions']:,} "
         f"--rounds {results['args']['rounds']}` ({results['args']['partitions']} partitions, window "
         f"{results['args']['window_ms']} ms), commit `{code['commit']}`"
@@ -226,12 +229,12 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.chdir(REPO)
     results = asyncio.run(_amain(args))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"derived-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(markdown(results))
-    log(f"raw figures: {path.relative_to(RESULTS_DIR.parents[1])}")
+    page = markdown(results)
+    print(page)
+    raw, summary = write_latest("derived", results, page)
+    log(f"results: {raw.relative_to(REPO)}, {summary.relative_to(REPO)}")
     return 0
 
 

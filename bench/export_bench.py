@@ -6,7 +6,7 @@ query ``SELECT * FROM USER_TRANSACTION_SUMMARY;`` through :class:`app.ksqldb.Ksq
 writes the Arrow batches as Parquet row groups (:func:`app.ksqldb.write_parquet`). Measures rows/s
 and this process's peak RSS (``ru_maxrss``: the client side only; the server is another process).
 
-    python -m bench.export_bench --rows 5000000       # writes bench/results/export-<time>.json
+    python -m bench.export_bench --rows 5000000       # writes bench/results/export-LATEST.{json,md}
 
 ``--warehouse-rows N`` also runs a full table export of N rows (``txlake export table``'s code:
 ksqlDB → snapshot version in the lake and the configured MariaDB) and reports its rate apart:
@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,16 +38,12 @@ from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
 from app.exports.table import export_table
 from app.ksqldb import KsqlDBClient, write_parquet
+from bench.infra import REPO
+from bench.report import RESULTS_DIR, write_latest
+from tools.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET_ROWS_PER_S = 100_000
 TARGET_PEAK_RSS_MB = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _peak_rss_mb() -> float:
@@ -82,7 +77,7 @@ async def _export_to_warehouse(url: str, lake: Path) -> dict[str, float]:
 @contextlib.contextmanager
 def _test_server(rows: int) -> Iterator[str]:
     """The test ksqlDB server in its own process, serving ``rows`` rows of USER_TRANSACTION_SUMMARY."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.ksqldb_server", "--port", str(port), "--count", "200", "--bench-rows", str(rows)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -96,11 +91,34 @@ def _test_server(rows: int) -> Iterator[str]:
         server.wait(10)
 
 
+def markdown(result: dict) -> str:
+    """The export benchmark's page."""
+    lines = [
+        "# ksqlDB export (`make bench-export`)",
+        "",
+        f"Measured {result['date']} (commit `{result['commit']}`); {result['machine']}.",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| {result['rows']:,} rows, pull query → client → Parquet ({result['batch_rows']:,}-row batches) "
+        f"| {result['rows_per_s']:,} rows/s ({result['seconds']} s) | ≥ {TARGET_ROWS_PER_S:,} rows/s |",
+        f"| peak RSS of the client process | {result['peak_rss_mb']} MB | ≤ {TARGET_PEAK_RSS_MB} MB |",
+    ]
+    full = result.get("full_export_to_lake_and_warehouse")
+    if full:
+        lines.append(
+            f"| full table export, {full['rows']:,} rows → snapshot version (lake + MariaDB) "
+            f"| {full['rows_per_s']:,} rows/s ({full['seconds']} s) | - |"
+        )
+    lines += ["", f"Targets {'met' if result['passed'] else 'NOT met'}. Raw figures: `export-LATEST.json` beside this page."]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--batch-rows", type=int, default=65_536, help="rows per Arrow batch / Parquet row group")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory (default bench/results)")
     parser.add_argument("--warehouse-rows", type=int, default=0,
                         help="also time a full table export (lake + MariaDB) of this many rows")
     args = parser.parse_args()
@@ -126,11 +144,9 @@ def main() -> int:
         "passed": figures["rows_per_s"] >= TARGET_ROWS_PER_S and figures["peak_rss_mb"] <= TARGET_PEAK_RSS_MB,
         "full_export_to_lake_and_warehouse": warehouse,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"export-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"written to {path}")
+    raw, page = write_latest("export", result, markdown(result), args.out)
+    print(f"written to {raw} and {page}")
     return 0 if result["passed"] else 1
 
 

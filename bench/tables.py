@@ -10,15 +10,14 @@
    *marker* transaction of a new user. A marker is visible when its row appears in
    ``fact_user_transaction_summary`` (polled every 10 ms): latency = first seen - sent.
 
-Writes ``bench/results/tables-<stamp>.json`` and prints a Markdown summary for the README.
-Uses the services ``make up`` starts, in its own topics, consumer groups and database.
+Writes ``bench/results/tables-LATEST.{json,md}`` and ``LATEST.md`` (:mod:`bench.report`) and prints
+the page. Uses the services ``make up`` starts, in its own topics, consumer groups and database.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -28,10 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.run import (
+from bench.infra import (
     REPO,
-    RESULTS_DIR,
-    RssSampler,
+    WorkerProcess,
     create_database,
     delete_topics,
     drop_database,
@@ -40,6 +38,8 @@ from bench.run import (
     machine_info,
     new_run,
 )
+from bench.probes import RssSampler
+from bench.report import write_latest
 
 MARKER_EVERY_S = 0.1
 POLL_S = 0.01
@@ -65,7 +65,6 @@ async def _wait_landed(settings: Any, feeds: tuple, timeout_s: float) -> None:
 
 async def _throughput(settings: Any, feeds: tuple, args: argparse.Namespace, env: dict[str, str]) -> tuple[dict, Any]:
     from app.ops.topics import create_topics
-    from tests.integration.harness import WorkerProcess
     from tools.loadgen import produce
 
     await create_topics(settings, feeds, args.partitions)
@@ -182,6 +181,8 @@ def _stream_topics(feeds: tuple) -> Any:
 def markdown(results: dict[str, Any]) -> str:
     t, lat, m = results["throughput"], results["latency"], results["machine"]
     return "\n".join([
+        "# Table path (`make bench-tables`)",
+        "",
         f"Table path, measured {results['date_utc']} on {m['nproc']} vCPU / {m['memory_gib']} GiB "
         f"({m['cpu_model']}); broker, MariaDB and worker on the same machine; batch window {results['window_ms']} ms.",
         "",
@@ -240,12 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.chdir(REPO)
     results = asyncio.run(_amain(args))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"tables-{stamp}.json"
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n", "utf-8")
     print(markdown(results))
-    log(f"results: {out.relative_to(REPO)}")
+    raw, page = write_latest("tables", results, markdown(results))
+    log(f"results: {raw.relative_to(REPO)}, {page.relative_to(REPO)}")
     return 0
 
 

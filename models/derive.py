@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.transaction import (
     BlacklistedTransaction,
@@ -105,10 +105,14 @@ class Blacklist(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    users: frozenset[str] = frozenset()
-    email_domains: frozenset[str] = frozenset()
-    countries: frozenset[str] = frozenset()
-    payment_methods: frozenset[str] = frozenset()
+    users: frozenset[str] = Field(frozenset(), description="User ids whose transactions are blacklisted (exact match).")
+    email_domains: frozenset[str] = Field(
+        frozenset(), description="E-mail domains (the part after @) whose users are blacklisted, case-insensitive."
+    )
+    countries: frozenset[str] = Field(frozenset(), description="User countries that are blacklisted, case-insensitive.")
+    payment_methods: frozenset[str] = Field(
+        frozenset(), description="Payment method ids that are blacklisted (exact match)."
+    )
 
     @field_validator("email_domains", "countries")
     @classmethod

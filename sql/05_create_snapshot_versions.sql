@@ -1,7 +1,7 @@
 -- txlake warehouse: snapshot versions of the four tables, and the BI views over live and latest state.
 -- Does not name a database: apply with `mariadb --database=<db>` after 03_create_fact_tables.sql.
 -- Idempotent (CREATE TABLE IF NOT EXISTS, CREATE OR REPLACE VIEW). The application user needs only
--- SELECT/INSERT/UPDATE/DELETE on these at run time (see app/snapshots/ and README "Snapshot versions").
+-- SELECT/INSERT/UPDATE/DELETE on these at run time (see app/snapshots/ and docs/snapshots-and-exports.md).
 
 -- One row per snapshot version of a table. A version's fact rows (snapshot_version = N) are inserted in
 -- the same transaction that flips status to 'complete': readers that join on status = 'complete' never

@@ -44,6 +44,7 @@ __all__ = [
     "Settings",
     "SnapshotSettings",
     "StreamsSettings",
+    "TablesSettings",
     "WebSettings",
 ]
 
@@ -92,13 +93,15 @@ class KafkaSettings(_Section):
 class MySQLSettings(_Section):
     """The warehouse connection (MySQL 8 or MariaDB 10.6+)."""
 
-    host: str = "127.0.0.1"
-    port: int = 3307
-    user: str = "txlake"
-    password: SecretStr = SecretStr("txlake-local")
-    database: str = "txlake"
+    host: str = Field("127.0.0.1", description="Host name or address of the MySQL/MariaDB server.")
+    port: int = Field(3307, ge=1, le=65535, description="Port of the server (3307: the local MariaDB of scripts/infra).")
+    user: str = Field("txlake", description="Application user; it needs SELECT, INSERT, UPDATE, DELETE on the database only.")
+    password: SecretStr = Field(
+        SecretStr("txlake-local"), description="Password of the application user; the default is the local demo's."
+    )
+    database: str = Field("txlake", description="Database holding the star schema (sql/), created by an administrator.")
     pool_size: int = Field(4, ge=1, le=64, description="Connections kept open by the warehouse sink.")
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, description="Time to open a connection before the attempt counts as failed.")
     ssl_mode: Literal["disabled", "required", "verify_ca", "verify_identity"] = Field(
         "disabled",
         description="TLS to MySQL, MySQL's --ssl-mode names: required encrypts, verify_ca also checks the "
@@ -191,8 +194,8 @@ class AnonymizationSettings(_Section):
 class WebSettings(_Section):
     """The worker's HTTP server (metrics and health)."""
 
-    host: str = "0.0.0.0"
-    port: int = Field(6066, ge=1, le=65535)
+    host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds to.")
+    port: int = Field(6066, ge=1, le=65535, description="Port of /metrics, /livez, /readyz, /snapshots and /exports.")
     max_request_bytes: int = Field(
         65_536, ge=0, description="Largest request body the web server accepts (413 above; 411 without a length)."
     )
@@ -228,7 +231,7 @@ class KsqlDBSettings(_Section):
 
 
 class SnapshotSettings(_Section):
-    """Snapshot versions of the four tables (README "Snapshot versions")."""
+    """Snapshot versions of the four tables (docs/snapshots-and-exports.md)."""
 
     schedule: str | None = Field(
         "0 0 * * *",
@@ -355,7 +358,7 @@ class Settings(BaseSettings):
         "", description="Appended to every feed topic and the dead-letter topic (isolates tests and demos)."
     )
     datadir: Path = Field(Path(".txlake"), description="Faust's local state directory.")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="Python log level of the worker and the CLI (DEBUG, INFO, WARNING, ...).")
     log_format: Literal["json", "text"] = Field("json", description="json lines for log shippers, text by hand.")
 
     @classmethod

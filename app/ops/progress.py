@@ -11,7 +11,7 @@ offset: only when those have caught up have the table topics received every chan
 too (sink ``derived_streams``): only when it has caught up have the derived topics every record.
 
 "In Kafka" means committed records: the last offset is read with ``read_committed`` (below an
-open transaction) and, on a partition not obviously landed, the last record is looked up
+open transaction) and, on a partition not obviously landed, the last *record* is looked up
 (:mod:`app.ops.records`), so the commit markers of transactional topics never count as lag.
 """
 
@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
+from app.ops.kafka_positions import read_positions
 from app.ops.records import last_record_offset
 from app.runtime.sinks import build_sinks
 
@@ -62,70 +62,50 @@ class PartitionProgress:
         return all(held >= self.last_offset for held in self.positions.values())
 
 
-class _KafkaEnds:
-    """Log starts and last stable offsets of some topics, and a ``read_committed`` reader for tails."""
+class _RecordTails:
+    """Looks up a partition's last record (a ``read_committed`` consumer, started on first use)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.starts: dict[TopicPartition, int] = {}
-        self.ends: dict[TopicPartition, int] = {}
-        self.consumer = AIOKafkaConsumer(
-            **kafka_client_options(settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
-        )
+        self._consumer: AIOKafkaConsumer | None = None
 
-    async def read(self, topics: list[str]) -> None:
-        admin = AIOKafkaAdminClient(**kafka_client_options(self.settings.kafka))
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
-            described = await admin.describe_topics([topic for topic in topics if topic in existing])
-        finally:
-            await admin.close()
-        partitions = [
-            TopicPartition(topic["topic"], p["partition"])
-            for topic in described
-            if not topic.get("error_code")
-            for p in topic["partitions"]
-        ]
-        await self.consumer.start()
-        if partitions:
-            self.starts = await self.consumer.beginning_offsets(partitions)
-            self.ends = await self.consumer.end_offsets(partitions)  # read_committed: the last stable offset
-
-    async def last_offset(self, tp: TopicPartition, held: int) -> int:
-        """The last record's offset, looked up only when ``held`` is short of ``end - 1`` (markers?)."""
-        end = self.ends[tp]
-        if held >= end - 1:
-            return end - 1
-        return await last_record_offset(self.consumer, tp, self.starts[tp], end)
+    async def last_record(self, tp: TopicPartition, log_start: int, end: int) -> int:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **kafka_client_options(self.settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return await last_record_offset(self._consumer, tp, log_start, end)
 
     async def close(self) -> None:
-        await self.consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
 
 
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
     """The progress of every partition of every feed (and of the deltas topic when deriving)."""
     source = derivation_source(feeds) if settings.tables.derive else None
     topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
-    kafka = _KafkaEnds(settings)
-    sinks = None
+    kafka = await read_positions(settings, topics)
+    last = kafka.last_offset
+    deltas_partitions = sum(tp.topic == settings.table_deltas_topic for tp in last) if source else None
+    sinks = build_sinks(settings, feeds, None, deltas_partitions or None)
+    tails = _RecordTails(settings)
     rows = []
     try:
-        await kafka.read(topics)
-        deltas_partitions = sum(tp.topic == settings.table_deltas_topic for tp in kafka.ends) if source else None
-        sinks = build_sinks(settings, feeds, None, deltas_partitions or None)
         for feed in feeds:
-            for tp in sorted((tp for tp in kafka.ends if tp.topic == feed.topic), key=lambda tp: tp.partition):
+            for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
                 positions = {sink.name: await sink.ledger.read(feed, tp.partition) for sink in sinks.of(feed)}
-                last = await kafka.last_offset(tp, min(positions.values(), default=-1))
-                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last, positions))
+                record = last[tp]
+                if min(positions.values(), default=record) < record:  # behind, or only markers beyond?
+                    record = await tails.last_record(tp, kafka.log_start[tp], last[tp] + 1)
+                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, record, positions))
         if source is not None:
-            ends = {tp: end - 1 for tp, end in kafka.ends.items() if tp.topic == settings.table_deltas_topic}
-            rows.extend(await _deltas_progress(settings, ends))
+            rows.extend(await _deltas_progress(settings, {tp: o for tp, o in last.items() if tp.topic == settings.table_deltas_topic}))
     finally:
-        await kafka.close()
-        if sinks is not None:
-            await sinks.stop()
+        await tails.close()
+        await sinks.stop()
     return rows
 
 

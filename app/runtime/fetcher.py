@@ -90,12 +90,17 @@ class StreamFetcher(ConsumerRebalanceListener):
         deliver: Deliver,
         held_through: Position,
         group_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``held_through`` gives a partition's resume position (the sinks'); ``group_id`` is the
+        consumer group (per worker role; default ``kafka.group_id``); ``clock`` times the rotate
+        interval (monotonic seconds; a test passes its own)."""
         self.settings = settings
         self.group_id = group_id or settings.kafka.group_id  # the consumer group (per worker role)
         self.feeds = {feed.topic: feed for feed in feeds}
         self.deliver = deliver
         self.held_through = held_through
+        self.clock = clock
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalancing = False
         self._assigned: set[TopicPartition] = set()
@@ -154,7 +159,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         while not self._stopping.is_set():
             self._apply_backpressure()
             records = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=flush_size)
-            now = time.monotonic()
+            now = self.clock()
             owned = self.consumer.assignment()
             for tp, fetched in records.items():
                 if tp not in owned:

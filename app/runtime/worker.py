@@ -147,6 +147,10 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
         topic_disable_leader=True,
         broker_credentials=faust_broker_credentials(settings.kafka),
         web_application_options={"middlewares": [request_size_limit(settings.web.max_request_bytes)]},
+        # Faust's /table/{name}/{key}/ would serve the derived tables' state (per-user totals) to
+        # anyone reaching the port, and /router/ the partition map; txlake's own views replace them.
+        web_tables_enabled=False,
+        web_router_enabled=False,
     )
     if settings.web.faust_sensors:
         setup_prometheus_sensors(app, name_prefix="faust")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import aiomysql
 
+from app.core.security import mysql_ssl_context
 from app.core.settings import MySQLSettings
 
-__all__ = ["connect"]
+__all__ = ["DatabaseClock", "connect"]
 
 
 @contextlib.asynccontextmanager
@@ -24,6 +26,7 @@ async def connect(settings: MySQLSettings, *, unbuffered: bool = False) -> Async
         autocommit=False,
         charset="utf8mb4",
         connect_timeout=settings.connect_timeout_s,
+        ssl=mysql_ssl_context(settings),
         init_command="SET time_zone = '+00:00'",
         cursorclass=aiomysql.SSCursor if unbuffered else aiomysql.Cursor,
     )
@@ -31,3 +34,18 @@ async def connect(settings: MySQLSettings, *, unbuffered: bool = False) -> Async
         yield connection
     finally:
         connection.close()
+
+
+class DatabaseClock:
+    """The clock snapshot leases are judged by: the database's, so the workers' own clocks never matter.
+
+    A lease (``heartbeat_at``) is renewed with the database's ``CURRENT_TIMESTAMP(6)``; recovery
+    asks this clock what time it is now. Tests pass a subclass that runs ahead instead of sleeping.
+    """
+
+    async def now(self, connection: aiomysql.Connection) -> datetime:
+        """The database's current time (UTC, naive, microseconds)."""
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT CURRENT_TIMESTAMP(6)")
+            (now,) = await cursor.fetchone()
+        return now

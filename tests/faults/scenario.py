@@ -4,7 +4,7 @@ A scenario starts a worker, produces at least :data:`MIN_MESSAGES` messages at a
 (``txlake produce``'s generator), injects its fault while the load runs, waits until everything
 produced has landed, then runs ``txlake verify --json`` (the CLI, as an operator would) and
 requires nothing missing and nothing duplicated. Each run appends one line to
-``.infra/fault-results.jsonl`` (the README's results table is written from it).
+``.infra/fault-results.jsonl`` (docs/testing.md summarises it).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ async def finish(
 
 
 def record_result(**fields: object) -> None:
-    """Append one run's figures to :data:`RESULTS` (the README's results table is written from it)."""
+    """Append one run's figures to :data:`RESULTS` (docs/testing.md summarises it)."""
     RESULTS.parent.mkdir(exist_ok=True)
     with RESULTS.open("a") as out:
         out.write(json.dumps({"at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}) + "\n")

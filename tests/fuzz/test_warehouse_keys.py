@@ -22,7 +22,7 @@ FEED = Feed(
     warehouse=("dim_users", "dim_payment_methods"),
 )
 # Equal under utf8mb4_unicode_ci. Not here: ids that differ only by trailing spaces -- utf8mb4_bin
-# is a PAD SPACE collation on MySQL and MariaDB alike, so "a" and "a " remain one key (README).
+# is a PAD SPACE collation on MySQL and MariaDB alike, so "a" and "a " remain one key (docs/decisions/0007-utf8mb4-bin-keys.md).
 FOLDED_TOGETHER = ["a", "A", "á", "ss", "ß", "x\x08", "x", "Ａ"]
 
 

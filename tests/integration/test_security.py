@@ -1,4 +1,4 @@
-"""Hardening against a running worker: request size limits, secrets never logged, no DDL for the app user."""
+"""Hardening against a running worker: request size limits, no unauthenticated state pages, secrets never logged, no DDL."""
 
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ async def test_worker_limits_request_bodies_and_never_logs_secrets(deploy, wareh
         streamed = await client.post(f"{url}/livez", content=_chunks())  # chunked: no length
         assert streamed.status_code == 411
         assert (await client.get(f"{url}/livez")).status_code == 200
+        # Faust's table and router pages would serve the derived tables' state without a token.
+        for page in ("/table/", "/table/product_purchase_counts/P-001/", "/router/"):
+            assert (await client.get(f"{url}{page}")).status_code == 404, page
         metrics = (await client.get(f"{url}/metrics")).text
     assert worker.alive()
     worker.stop()

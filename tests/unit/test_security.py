@@ -90,6 +90,22 @@ def test_every_kafka_client_in_the_app_takes_the_security_options():
     assert calls >= 7
 
 
+def test_every_mysql_connection_in_the_app_takes_the_tls_settings():
+    """Structural: each aiomysql.connect / create_pool in app/ passes ssl=mysql_ssl_context(...) (snapshot
+    and export connections ignored mysql.ssl_mode until this test existed)."""
+    calls = 0
+    for path in [*REPO.glob("app/**/*.py"), *REPO.glob("agents/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("connect", "create_pool"):
+                if getattr(node.func.value, "id", None) != "aiomysql":
+                    continue
+                calls += 1
+                ssl_arg = next((k.value for k in node.keywords if k.arg == "ssl"), None)
+                assert ssl_arg is not None, f"{path.relative_to(REPO)}:{node.lineno} connects to MySQL without TLS settings"
+                assert "mysql_ssl_context(" in ast.unparse(ssl_arg), f"{path}:{node.lineno}"
+    assert calls >= 3
+
+
 def test_settings_dump_masks_every_secret(monkeypatch, tmp_path, capsys):
     secrets = {
         "TXLAKE_MYSQL__PASSWORD": "mysql-secret-4f1",

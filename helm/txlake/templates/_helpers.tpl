@@ -139,7 +139,7 @@ Checks that stop a bad configuration at render time (included by the Deployment,
 {{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $name) }}
 {{- fail (printf "config: %q is not a valid environment variable name" $name) }}
 {{- end }}
-{{- if has (upper $name) (list "TXLAKE_MYSQL__PASSWORD" "TXLAKE_ANONYMIZATION__KEY" "TXLAKE_EXPORTS__TOKEN" "TXLAKE_LAKE__S3_SECRET_ACCESS_KEY") }}
+{{- if has (upper $name) (list "TXLAKE_KAFKA__SASL_PASSWORD" "TXLAKE_KAFKA__SSL_KEY_PASSWORD" "TXLAKE_MYSQL__PASSWORD" "TXLAKE_LAKE__S3_SECRET_ACCESS_KEY" "TXLAKE_ANONYMIZATION__KEY" "TXLAKE_WEB__API_TOKEN" "TXLAKE_KSQLDB__PASSWORD") }}
 {{- fail (printf "config: %s is a secret; set it in `secrets` or in the existingSecret, never in the ConfigMap" $name) }}
 {{- end }}
 {{- end }}
