@@ -133,6 +133,7 @@ class TableAgent(ConsumerRebalanceListener):
             group_id=self.settings.table_group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=kafka.heartbeat_interval_ms,
             group_instance_id=kafka.group_instance_id,  # static member: a restart takes its partitions back
@@ -467,7 +468,9 @@ async def read_range(
     client_options: Mapping[str, Any], topic: str, partition: int, start: int, end: int
 ) -> AsyncIterator[tuple[int, bytes]]:
     """``(offset, value)`` of ``topic[partition]`` from ``start`` (or the earliest retained) up to ``end`` (excluded)."""
-    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        **client_options, enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

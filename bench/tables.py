@@ -497,6 +497,8 @@ async def pipeline_run(
             settings.kafka.bootstrap_servers, _stream_topics(deployment.feeds), transactions, seed=1,
             anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
             now=NOW, users=case.users, products=case.products,
+            # this code derives the three streams itself (streams.derive); a reference tree may not
+            derived=tree is not None or not settings.derives_streams,
         )
         messages = sum(report.counts.values())
         log(f"  [{code}] {transactions:,} transactions = {messages:,} messages produced in {report.elapsed_s:.1f} s")
@@ -582,7 +584,7 @@ async def latency_run(case: Case, args: argparse.Namespace, *, code: str, tree: 
         load = asyncio.create_task(produce(
             settings.kafka.bootstrap_servers, topics, count, seed=2, rate=args.rate,
             anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
-            now=NOW, users=case.users, products=case.products,
+            now=NOW, users=case.users, products=case.products, derived=not settings.derives_streams,
         ))
         load_cpu: list[float] = []
 

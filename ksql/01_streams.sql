@@ -1,5 +1,12 @@
--- txlake: transaction_stream and the three derived streams (same semantics as models/derive.py).
+-- txlake: transaction_stream and the three derived streams (same semantics as models/derive.py;
+-- with streams.derive on, txlake writes the same three topics itself: docs/derived-streams.md).
 -- Source topic: `transactions`, keyed by transaction id, JSON values with upper-case names.
+--
+-- The wire format every derived stream shares (checked column by column against txlake's own
+-- derivation by tests/unit/test_derived_messages.py):
+--   key    TRANSACTION_ID as raw UTF-8 (KEY_FORMAT KAFKA, inherited from TRANSACTION_STREAM; the key
+--          column is renamed TX_KEY because ksqlDB keeps a key column out of the value)
+--   value  JSON, the columns below in this order, TRANSACTION_ID copied into it with AS_VALUE
 
 CREATE STREAM IF NOT EXISTS TRANSACTION_STREAM (
   TRANSACTION_ID   STRING KEY,
@@ -44,7 +51,8 @@ CREATE STREAM IF NOT EXISTS TRANSACTION_FLATTENED
 CREATE STREAM IF NOT EXISTS TRANSACTION_STREAM_ANONYMIZED
   WITH (KAFKA_TOPIC = 'TRANSACTION_STREAM_ANONYMIZED', VALUE_FORMAT = 'JSON') AS
   SELECT
-    TRANSACTION_ID,
+    TRANSACTION_ID                                 AS TX_KEY,
+    AS_VALUE(TRANSACTION_ID)                       AS TRANSACTION_ID,
     STRUCT(ID := USER->ID,
            NAME := HMAC_SHA256_HEX('${ANONYMIZATION_KEY}', USER->NAME),
            EMAIL := HMAC_SHA256_HEX('${ANONYMIZATION_KEY}', USER->EMAIL) + '@anonymized.invalid',
@@ -61,7 +69,9 @@ CREATE STREAM IF NOT EXISTS TRANSACTION_STREAM_ANONYMIZED
 CREATE STREAM IF NOT EXISTS TRANSACTION_STREAM_BLACKLISTED
   WITH (KAFKA_TOPIC = 'TRANSACTION_STREAM_BLACKLISTED', VALUE_FORMAT = 'JSON') AS
   SELECT
-    TRANSACTION_ID, USER, AMOUNT, CURRENCY, TRANSACTION_TYPE, PAYMENT_METHOD, PRODUCTS, STATUS, EVENT_TIMESTAMP,
+    TRANSACTION_ID                                 AS TX_KEY,
+    AS_VALUE(TRANSACTION_ID)                       AS TRANSACTION_ID,
+    USER, AMOUNT, CURRENCY, TRANSACTION_TYPE, PAYMENT_METHOD, PRODUCTS, STATUS, EVENT_TIMESTAMP,
     ARRAY_JOIN(FILTER(ARRAY[
       CASE WHEN ARRAY_CONTAINS(ARRAY[${BLACKLISTED_USERS}], USER->ID) THEN 'user:' + USER->ID END,
       CASE WHEN ARRAY_CONTAINS(ARRAY[${BLACKLISTED_DOMAINS}], LCASE(SPLIT(USER->EMAIL, '@')[2]))

@@ -52,6 +52,7 @@ __all__ = [
     "event_timestamp_of",
     "invalid_record",
     "to_wire",
+    "wire_timestamp",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,7 +85,7 @@ def event_timestamp_of(value: object) -> datetime:
     return value.replace(microsecond=value.microsecond - sub_millis) if sub_millis else value
 
 
-def _iso_millis(value: datetime) -> str:
+def wire_timestamp(value: datetime) -> str:
     """`2026-11-24T10:15:30.123Z`: the wire form of an event timestamp (always UTC)."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
@@ -92,7 +93,7 @@ def _iso_millis(value: datetime) -> str:
 EventTimestamp = Annotated[
     datetime,
     PlainValidator(event_timestamp_of),
-    PlainSerializer(_iso_millis, return_type=str, when_used="json"),
+    PlainSerializer(wire_timestamp, return_type=str, when_used="json"),
 ]
 """UTC instant with millisecond precision; ISO-8601 or epoch milliseconds in, ISO-8601 `Z` out."""
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Remove everything a demo run made, so the next run starts from a clean state:
 #   Kafka    the feed topics, the dead-letter and deltas topics, the worker's Faust topics (table
-#            state changelogs) and its two consumer groups          (python -m tools.demo reset-kafka)
+#            state changelogs) and its consumer groups             (python -m tools.demo reset-kafka)
 #   MariaDB  the demo database, dropped and created again empty (schema + grants, as `make up` does)
 #   files    the lake, the worker's Faust datadir and the worker log
 # `make demo` runs it before every run (then a second run prints the same figures as the first);

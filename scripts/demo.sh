@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The main job end to end on local real services:
+# The main job end to end on local real services, without ksqlDB:
 # install, start Kafka + MariaDB, reset what a previous demo made (scripts/demo-reset.sh), create
-# topics, produce a demo load, run the worker until everything has landed, stop it, and show where
-# the data landed. Every run starts from the same clean state and produces the same transactions
-# (seed 42, event times ending at today's UTC midnight), so two runs print the same figures.
+# topics, produce a demo load of transactions, run the worker until everything has landed -- the
+# transaction stream, the three streams and the four tables it derives itself
+# (docs/derived-streams.md) -- stop it, and show where the data landed. Every run starts from the
+# same clean state and produces the same transactions (seed 42, event times ending at today's UTC
+# midnight), so two runs print the same figures.
 #   DEMO_COUNT   transactions to produce (20000)
 #   DEMO_NOW     end of the event-time window, ISO 8601 (today 00:00 UTC)
 set -euo pipefail
@@ -20,7 +22,7 @@ txlake=.venv/bin/txlake
 
 $txlake feeds
 $txlake topics --partitions 4
-echo "[demo] producing $COUNT transactions (plus their derived streams) dated up to $NOW, and one garbage message"
+echo "[demo] producing $COUNT transactions dated up to $NOW and one garbage message (the worker derives the other streams and the tables)"
 $txlake produce --count "$COUNT" --now "$NOW"
 printf 'this is not json' | .venv/bin/python -c "
 import asyncio, sys

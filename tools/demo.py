@@ -8,9 +8,10 @@ Used by ``scripts/demo-reset.sh`` (``make demo`` before each run, ``make clean``
 
 **Reset** deletes, on the configured broker: every feed topic, the dead-letter topic, the
 deltas topic, every topic of the worker's Faust app (``<group_id>-control-…``: the tables'
-state changelogs), and the consumer groups ``<group_id>`` and ``<group_id>-control``. It refuses
+state changelogs), and every consumer group a worker uses (:func:`demo_groups`; among them the
+derived streams' position, which would otherwise point past the new topics' ends). It refuses
 (exit 2) when Kafka, MySQL or the lake is not on this host -- the demo resets only local
-services -- and (exit 1) when a worker is still a member of either group. It waits until the
+services -- and (exit 1) when a worker is still a member of any of them. It waits until the
 topics are gone, so ``txlake topics`` can create them again at once.
 
 **Figures** are what a run produced, free of timestamps and offsets: the same for every run
@@ -70,8 +71,12 @@ def require_local_services(settings: Settings) -> None:
 
 
 def demo_groups(settings: Settings) -> list[str]:
-    """The consumer groups of the demo's worker: the stream fetcher's and the Faust app's."""
-    return [settings.kafka.group_id, settings.faust_app_id]
+    """Every consumer group a worker of the demo's settings uses, in any role (app.runtime.worker.role_groups):
+    the stream fetcher's, the Faust app's, the table agent's, the fact landing's and the Faust app of
+    a streams-role worker, and the derived streams' position (a group without members)."""
+    group = settings.kafka.group_id
+    return [group, settings.faust_app_id, settings.table_group_id, f"{group}-facts", f"{group}-streams-control",
+            settings.derived_streams_group]
 
 
 def demo_topics(settings: Settings, feeds: tuple[Feed, ...], existing: set[str]) -> list[str]:

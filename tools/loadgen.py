@@ -9,7 +9,8 @@ output, byte for byte.
 
 `produce` writes each transaction and what ksqlDB would derive from it (flattened lines,
 anonymised copy, blacklisted copy) to the four stream topics, so the worker can be fed without
-ksqlDB.
+ksqlDB -- or, where the worker derives the three streams itself (`streams.derive`), only the
+transactions.
 """
 
 from __future__ import annotations
@@ -310,8 +311,12 @@ async def produce(
     client_options: Mapping[str, Any] | None = None,
     users: int = 500,
     products: int = len(_CATALOGUE),
+    derived: bool = True,
 ) -> ProduceReport:
-    """Write `count` generated transactions and their derived records to the four topics.
+    """Write `count` generated transactions and, with `derived`, their derived records to the four topics.
+
+    Without `derived` only the transaction topic is written: the worker derives the three streams
+    itself (`streams.derive`), as it would from a shop's own producer.
 
     Every message is keyed by its transaction id (UTF-8, ksqlDB's KAFKA key format) and valued
     by `to_wire`; it goes to the partition Kafka's default partitioner picks for that key
@@ -327,7 +332,8 @@ async def produce(
     """
     chunk = _CHUNK if rate is None else max(1, min(_CHUNK, int(rate / 10)))
     counts = dict.fromkeys(
-        (topics.transactions, topics.flattened, topics.anonymized, topics.blacklisted), 0
+        (topics.transactions, topics.flattened, topics.anonymized, topics.blacklisted) if derived else (topics.transactions,),
+        0,
     )
     producer = AIOKafkaProducer(
         **(client_options or {"bootstrap_servers": bootstrap_servers}),
@@ -350,7 +356,7 @@ async def produce(
             for tx in islice(transactions, size):
                 key = tx.transaction_id.encode()
                 slot = murmur2(key) & 0x7FFFFFFF
-                for topic, record in _stream_records(tx, topics, anonymization_key, blacklist):
+                for topic, record in _stream_records(tx, topics, anonymization_key, blacklist, derived):
                     await outbox.append(topic, slot, key, to_wire(record))
                     counts[topic] += 1
             sent += size
@@ -406,10 +412,12 @@ class _Outbox:
 
 
 def _stream_records(
-    tx: Transaction, topics: StreamTopics, key: bytes, blacklist: Blacklist
+    tx: Transaction, topics: StreamTopics, key: bytes, blacklist: Blacklist, derived: bool = True
 ) -> Iterator[tuple[str, Record]]:
-    """What ksqlDB's four streams hold for one transaction, topic by topic."""
+    """What ksqlDB's four streams hold for one transaction, topic by topic (the first only without `derived`)."""
     yield topics.transactions, tx
+    if not derived:
+        return
     for line in flatten(tx):
         yield topics.flattened, line
     yield topics.anonymized, anonymize(tx, key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "DerivedStreamError",
     "LakeSinkError",
     "TransientError",
     "TxlakeError",
@@ -46,3 +47,7 @@ class UnstorableValueError(WarehouseSinkError):
     """MySQL refused a value of the batch (out of range, too long): its columns are narrower than the
     schema txlake expects (sql/; run the migrations). Retried like any transient failure -- a record
     is never skipped for it -- and the partition is reported held until the schema admits it."""
+
+
+class DerivedStreamError(TransientError):
+    """Deriving a batch into the derived streams failed (broker unreachable, transaction aborted or fenced)."""

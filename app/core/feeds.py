@@ -18,18 +18,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.core.errors import ConfigurationError
 from app.core.settings import Settings
 from models.arrow import RECORD_KINDS, RecordKind
+from models.derived_messages import DERIVATIONS
 from models.dimensions import DIMENSIONS
 from models.tables import TABLES, TableSpec
 
-__all__ = ["SINKS", "Feed", "derivation_source", "load_feeds"]
+__all__ = [
+    "ROLES",
+    "SINKS",
+    "Feed",
+    "derivation_source",
+    "derived_feeds",
+    "derived_streams_source",
+    "feeds_of_role",
+    "load_feeds",
+]
 
 SINKS = {
     "lake": "stream",  # app.lake.sink: Parquet files in hive day partitions
     "warehouse": "stream",  # app.warehouse.sink: the feed's dimension tables
     "deltas": "stream",  # app.tables.sink: contributions to the four tables (transaction records)
+    "derived_streams": "stream",  # app.derived.sink: the derived streams, in Kafka transactions (transaction records)
     "facts": "table",  # app.warehouse.facts: a table feed's live fact rows
 }
 """The sinks a feed can name, and the kind of feed each takes."""
+
+ROLES = ("all", "streams", "tables")
+"""What a worker process does (``txlake worker --role``): see :func:`feeds_of_role` and docs/kubernetes.md."""
 
 
 class Feed(BaseModel):
@@ -43,7 +57,9 @@ class Feed(BaseModel):
     ``sinks`` names where the feed's batches go (:data:`SINKS`); left out, a stream feed goes to
     the lake (and the warehouse if it has ``warehouse`` tables), a table feed to its facts. The
     ``deltas`` sink marks the feed the four tables are derived from; it is active only while
-    ``tables.derive`` is on.
+    ``tables.derive`` is on. The ``derived_streams`` sink marks the feed the derived streams are
+    derived from (active while ``streams.derive`` is on): it writes the topics of the feeds that name
+    a ``derivation`` (``flatten``, ``anonymize``, ``blacklist``), which land like any stream feed.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -55,6 +71,7 @@ class Feed(BaseModel):
     dataset: str
     warehouse: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ()
+    derivation: str | None = None
 
     @field_validator("record")
     @classmethod
@@ -76,6 +93,13 @@ class Feed(BaseModel):
     def _known_table(cls, value: str | None) -> str | None:
         if value is not None and value not in TABLES:
             raise ValueError(f"unknown table {value!r}; known: {', '.join(sorted(TABLES))}")
+        return value
+
+    @field_validator("derivation")
+    @classmethod
+    def _known_derivation(cls, value: str | None) -> str | None:
+        if value is not None and value not in DERIVATIONS:
+            raise ValueError(f"unknown derivation {value!r}; known: {', '.join(DERIVATIONS)}")
         return value
 
     @field_validator("sinks")
@@ -109,9 +133,18 @@ class Feed(BaseModel):
                 raise ValueError("a table feed lands in its fact table: leave warehouse out")
             if self.dataset != f"tables/{self.table}":
                 raise ValueError(f"a table feed's dataset is tables/{self.table}")
+            if self.derivation is not None:
+                raise ValueError("a table feed has no derivation (the derived streams are stream feeds)")
             return self
-        if "deltas" in self.sinks and self.record != "transaction":
-            raise ValueError("the deltas sink needs a feed of transaction records")
+        for name in ("deltas", "derived_streams"):
+            if name in self.sinks and self.record != "transaction":
+                raise ValueError(f"the {name} sink needs a feed of transaction records")
+        if self.derivation is not None:
+            if {"deltas", "derived_streams"} & set(self.sinks):
+                raise ValueError("a derived feed is not itself a derivation source (deltas, derived_streams)")
+            if self.record != DERIVATIONS[self.derivation]:
+                raise ValueError(f"derivation {self.derivation!r} writes {DERIVATIONS[self.derivation]} records, "
+                                 f"not {self.record}")
         if bool(self.warehouse) != ("warehouse" in self.sinks):
             raise ValueError("name the warehouse tables (warehouse = [...]) and the warehouse sink together")
         for table in self.warehouse:
@@ -164,8 +197,12 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
         feeds.append(feed.model_copy(update={"topic": feed.topic + settings.topic_suffix}))
     if not feeds:
         raise ConfigurationError(f"{source}: no [[feed]] entries")
-    if sum("deltas" in feed.sinks for feed in feeds) > 1:
-        raise ConfigurationError(f"{source}: the deltas sink may be named on one feed only")
+    for name in ("deltas", "derived_streams"):
+        if sum(name in feed.sinks for feed in feeds) > 1:
+            raise ConfigurationError(f"{source}: the {name} sink may be named on one feed only")
+    derivations = [feed.derivation for feed in feeds if feed.derivation]
+    if len(derivations) != len(set(derivations)):
+        raise ConfigurationError(f"{source}: a derivation may be named by one feed only")
     for attribute in ("name", "topic", "dataset"):
         values = [getattr(feed, attribute) for feed in feeds]
         duplicates = {value for value in values if values.count(value) > 1}
@@ -177,3 +214,27 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
 def derivation_source(feeds: tuple[Feed, ...]) -> Feed | None:
     """The stream feed the tables are derived from (the one with the ``deltas`` sink), if any."""
     return next((feed for feed in feeds if "deltas" in feed.sinks), None)
+
+
+def derived_streams_source(feeds: tuple[Feed, ...]) -> Feed | None:
+    """The stream feed the derived streams are derived from (the one with the ``derived_streams`` sink), if any."""
+    return next((feed for feed in feeds if "derived_streams" in feed.sinks), None)
+
+
+def derived_feeds(feeds: tuple[Feed, ...]) -> dict[str, Feed]:
+    """The derived stream feeds by derivation (``flatten`` → the flattened feed, ...)."""
+    return {feed.derivation: feed for feed in feeds if feed.derivation is not None}
+
+
+def feeds_of_role(feeds: tuple[Feed, ...], role: str) -> tuple[Feed, ...]:
+    """The feeds a worker of ``role`` lands: ``streams`` the stream feeds, ``tables`` the table feeds, ``all`` both.
+
+    The split follows the partition counts each side scales by: stream landing (with the stream
+    derivation and the delta sink on the transaction feed) by the stream topics' partitions, the
+    table derivation and the table feeds' landing into the facts by the deltas and table topics'.
+    """
+    if role not in ROLES:
+        raise ConfigurationError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+    if role == "all":
+        return feeds
+    return tuple(feed for feed in feeds if feed.is_table == (role == "tables"))

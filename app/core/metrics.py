@@ -13,6 +13,7 @@ __all__ = [
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DEAD_LETTER_TOPIC_RECORDS",
+    "DERIVED_RECORDS",
     "EXPORTS",
     "EXPORT_DURATION",
     "EXPORT_ROWS",
@@ -76,6 +77,11 @@ PARTITION_HOLDS = Counter(
     "txlake_partition_holds_total",
     "Times a partition started to be held, by feed and reason (own_record_invalid, value_not_storable).",
     ["feed", "reason"],
+)
+DERIVED_RECORDS = Counter(
+    "txlake_derived_records_total",
+    "Messages this worker wrote to the derived streams (committed transactions only), by derivation.",
+    ["derivation"],
 )
 TABLE_UPDATES = Counter(
     "txlake_table_updates_total",

@@ -45,6 +45,7 @@ __all__ = [
     "MySQLSettings",
     "Settings",
     "SnapshotSettings",
+    "StreamsSettings",
     "TablesSettings",
     "WebSettings",
 ]
@@ -295,7 +296,7 @@ class TablesSettings(_Section):
 
     derive: bool = Field(
         True,
-        description="Derive the four tables from the transaction stream (Faust tables) and write their "
+        description="Derive the four tables from the transaction stream (docs/tables.md) and write their "
         "changelog topics in ksqlDB's format. Turn off where ksqlDB produces those topics.",
     )
     deltas_topic: str = Field(
@@ -318,6 +319,39 @@ class TablesSettings(_Section):
         ge=1,
         description="Keys a window may touch before it is flushed (the record cache's bound; ~1 KB of memory "
         "each while in the window).",
+    )
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        description="Partition count of the table side (the deltas topic, the table state's changelogs and the "
+        "four table topics) when txlake creates them; unset: the transaction topic's. It bounds how many "
+        "tables-role workers share the work.",
+    )
+
+
+class StreamsSettings(_Section):
+    """The three derived streams: written by txlake itself, or by ksqlDB (docs/derived-streams.md)."""
+
+    derive: bool | None = Field(
+        None,
+        description="Derive transaction_flattened, transaction_stream_anonymized and transaction_stream_blacklisted "
+        "from the transaction stream and write their topics in ksqlDB's format, exactly once (Kafka "
+        "transactions). Unset: on exactly when tables.derive is on. Turn off where ksqlDB produces these topics.",
+    )
+    transaction_timeout_ms: int = Field(
+        60_000,
+        ge=1000,
+        le=900_000,
+        description="transaction.timeout.ms of the derivation's transactional producers: the longest a killed "
+        "worker's open transaction can hold back read_committed consumers of the derived topics (the worker "
+        "that takes the partition over aborts it at once).",
+    )
+    position_refresh_s: float = Field(
+        3600.0,
+        gt=0,
+        description="The derivation's position is the committed offsets of the group <group_id>-derived-streams, "
+        "which has no members: Kafka expires such offsets offsets.retention.minutes (7 days by default) after "
+        "their last commit. A partition with no new transactions for this long has its position committed again.",
     )
 
 
@@ -355,6 +389,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     health: HealthSettings = HealthSettings()
     tables: TablesSettings = TablesSettings()
+    streams: StreamsSettings = StreamsSettings()
     ksqldb: KsqlDBSettings = KsqlDBSettings()
     snapshots: SnapshotSettings = SnapshotSettings()
     feeds_file: Path | None = Field(
@@ -411,6 +446,16 @@ class Settings(BaseSettings):
     def table_group_id(self) -> str:
         """The consumer group of the table derivation on the deltas topic: ``<group_id>-tables``."""
         return f"{self.kafka.group_id}-tables"
+
+    @property
+    def derives_streams(self) -> bool:
+        """Whether the worker derives the three derived streams (``streams.derive``, default ``tables.derive``)."""
+        return self.tables.derive if self.streams.derive is None else self.streams.derive
+
+    @property
+    def derived_streams_group(self) -> str:
+        """The consumer group whose committed offsets are the stream derivation's position (no members)."""
+        return f"{self.kafka.group_id}-derived-streams"
 
     @property
     def faust_app_id(self) -> str:

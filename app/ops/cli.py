@@ -23,7 +23,7 @@ from pathlib import Path
 
 from app.core.environment import dotenv_variables, unknown_variables
 from app.core.errors import ConfigurationError
-from app.core.feeds import Feed, load_feeds
+from app.core.feeds import ROLES, Feed, load_feeds
 from app.core.logs import quiet_expected_noise
 from app.core.settings import Settings
 from app.exports.cli import register as register_export_command
@@ -54,7 +54,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     with _client_logs_muted(args.debug):  # a failure here is reported once, by main()
         asyncio.run(preflight(settings, feeds))  # one line and exit 1/2 here, not a traceback from inside Faust
         partitions = asyncio.run(ensure_derivation_topics(settings, feeds)) if settings.tables.derive else None
-    app = create_app(settings, feeds, partitions)
+    app = create_app(settings, feeds, partitions, role=args.role)
     # Everything allocated so far (modules, app, settings) lives for the whole run: move it
     # out of the cyclic collector's sight, and collect less often -- a batch allocates
     # thousands of short-lived records and the default thresholds run the collector constantly.
@@ -106,6 +106,9 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     if missing:
         verb = "does" if len(missing) == 1 else "do"
         raise ConfigurationError(f"topic {', '.join(missing)} {verb} not exist: create the topics first (txlake topics)")
+    # Where the worker derives the three streams itself, the demo writes the transactions only
+    # (as a shop's producer would); otherwise it writes what ksqlDB would derive too.
+    derived = not settings.derives_streams if args.derived is None else args.derived
     report = asyncio.run(
         produce(
             settings.kafka.bootstrap_servers,
@@ -121,8 +124,11 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
             client_options=kafka_client_options(settings.kafka),
             users=args.users,
             products=args.products,
+            derived=derived,
         )
     )
+    if not derived:
+        print("  (the derived streams are the worker's to write: streams.derive is on)")
     for topic, count in report.counts.items():
         print(f"  {topic:<40} {count:>10,} messages")
     total = report.counts.get(topics.transactions, args.count)
@@ -144,7 +150,7 @@ def cmd_feeds(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from app.ops.topics import create_topics
 
-    created = asyncio.run(create_topics(settings, load_feeds(settings), args.partitions))
+    created = asyncio.run(create_topics(settings, load_feeds(settings), args.partitions, table_partitions=args.table_partitions))
     print(f"created {len(created)} topics: {', '.join(created) or '(all existed)'}")
     return 0
 
@@ -234,9 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure (and INFO logs)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
-    commands.add_parser("worker", help="run the streaming worker (Faust) until SIGTERM").set_defaults(run=cmd_worker)
+    worker = commands.add_parser("worker", help="run the streaming worker (Faust) until SIGTERM")
+    worker.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="streams: land the stream feeds (and derive the derived streams and table deltas); "
+        "tables: derive the four tables and land them into the facts; all: both (default)",
+    )
+    worker.set_defaults(run=cmd_worker)
 
-    produce = commands.add_parser("produce", help="write seeded demo transactions and their derived streams")
+    produce = commands.add_parser(
+        "produce", help="write seeded demo transactions (and their derived streams without streams.derive)"
+    )
     produce.add_argument("--count", type=_bounded(int, 0), default=10_000, help="transactions to produce (default 10000)")
     produce.add_argument("--rate", type=_bounded(float, 0, exclusive=True), default=None,
                          help="transactions per second (default: as fast as possible)")
@@ -250,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="distinct users: the key cardinality of the user tables (default 500)")
     produce.add_argument("--products", type=_bounded(int, 1), default=50,
                          help="distinct products: the demo's 50, more are priced variants (default 50)")
+    produce.add_argument(
+        "--derived",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write the three derived streams, as ksqlDB would (default: only when streams.derive is off)",
+    )
     produce.set_defaults(run=cmd_produce)
 
     feeds = commands.add_parser("feeds", help="list and validate the feeds")
@@ -258,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = commands.add_parser("topics", help="create the feed topics and the dead-letter topic")
     topics.add_argument("--partitions", type=_bounded(int, 1), default=4,
-                        help="partitions of each topic created (default 4; existing topics are left alone)")
+                        help="partitions of each stream topic created (default 4; existing topics are left alone)")
+    topics.add_argument("--table-partitions", type=_bounded(int, 1), default=None,
+                        help="partitions of the table topics, the deltas and the table state "
+                        "(default: tables.partitions or --partitions)")
     topics.set_defaults(run=cmd_topics)
 
     progress = commands.add_parser("progress", help="Kafka end offsets against each sink's ledger")

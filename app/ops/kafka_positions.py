@@ -20,7 +20,11 @@ __all__ = ["KafkaPositions", "read_positions"]
 
 @dataclass
 class KafkaPositions:
-    """Per topic partition: log start, last offset (end − 1; −1 when empty), and a group's commits."""
+    """Per topic partition: log start, last offset (last stable offset − 1; −1 when empty), and a group's commits.
+
+    On a transactional topic the last offset may be a commit marker, not a record: see
+    :mod:`app.ops.records` for the offsets that hold records.
+    """
 
     log_start: dict[TopicPartition, int] = field(default_factory=dict)
     last_offset: dict[TopicPartition, int] = field(default_factory=dict)
@@ -51,7 +55,11 @@ async def read_positions(settings: Settings, topics: Iterable[str], group_id: st
     positions.committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
     if not partitions:
         return positions
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
+    # read_committed: on a transactional topic the end is the last stable offset (an open
+    # transaction's records are not there yet for any reader that matters).
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         starts = await consumer.beginning_offsets(partitions)

@@ -6,7 +6,13 @@ the tests and the benchmark to know when everything produced has landed.
 Each feed's partition reports the position of every sink the feed names (read through the
 sinks' own :class:`~app.core.sink.Ledger` objects, never started). With ``tables.derive`` on,
 the deltas topic adds rows (feed ``table_deltas``) whose position is the table agent's committed
-offset: only when those have caught up have the table topics received every change.
+offset: only when those have caught up have the table topics received every change. With
+``streams.derive`` on, the feed the derived streams come from reports the derivation's position
+too (sink ``derived_streams``): only when it has caught up have the derived topics every record.
+
+"In Kafka" means committed records: the last offset is read with ``read_committed`` (below an
+open transaction) and, on a partition not obviously landed, the last *record* is looked up
+(:mod:`app.ops.records`), so the commit markers of transactional topics never count as lag.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
 from app.ops.kafka_positions import read_positions
+from app.ops.records import last_record_offset
 from app.runtime.sinks import build_sinks
 
 __all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
@@ -55,22 +62,49 @@ class PartitionProgress:
         return all(held >= self.last_offset for held in self.positions.values())
 
 
+class _RecordTails:
+    """Looks up a partition's last record (a ``read_committed`` consumer, started on first use)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def last_record(self, tp: TopicPartition, log_start: int, end: int) -> int:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **kafka_client_options(self.settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return await last_record_offset(self._consumer, tp, log_start, end)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
     """The progress of every partition of every feed (and of the deltas topic when deriving)."""
     source = derivation_source(feeds) if settings.tables.derive else None
     topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
-    last = (await read_positions(settings, topics)).last_offset
+    kafka = await read_positions(settings, topics)
+    last = kafka.last_offset
     deltas_partitions = sum(tp.topic == settings.table_deltas_topic for tp in last) if source else None
     sinks = build_sinks(settings, feeds, None, deltas_partitions or None)
+    tails = _RecordTails(settings)
     rows = []
     try:
         for feed in feeds:
             for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
                 positions = {sink.name: await sink.ledger.read(feed, tp.partition) for sink in sinks.of(feed)}
-                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last[tp], positions))
+                record = last[tp]
+                if min(positions.values(), default=record) < record:  # behind, or only markers beyond?
+                    record = await tails.last_record(tp, kafka.log_start[tp], last[tp] + 1)
+                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, record, positions))
         if source is not None:
             rows.extend(await _deltas_progress(settings, {tp: o for tp, o in last.items() if tp.topic == settings.table_deltas_topic}))
     finally:
+        await tails.close()
         await sinks.stop()
     return rows
 
@@ -78,7 +112,10 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
 async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) -> list[PartitionProgress]:
     """The table agent's committed position on each deltas partition (Kafka commits the next offset)."""
     consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings.kafka), group_id=settings.table_group_id, enable_auto_commit=False
+        **kafka_client_options(settings.kafka),
+        group_id=settings.table_group_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

@@ -2,8 +2,12 @@
 
 Table changelog topics are compacted (``cleanup.policy=compact``), as ksqlDB creates them. When
 txlake derives the tables (``tables.derive``), it also needs the deltas topic and the Faust tables'
-changelog topics (``<app id>-<table>-changelog``, compacted), all with the partition count of the
-transaction topic: the deltas, the table state and the changelogs are co-partitioned.
+changelog topics (``<app id>-<table>-changelog``, compacted), all with one partition count: the
+deltas, the table state and the changelogs are co-partitioned. That count is the table side's own
+(``tables.partitions``, or ``txlake topics --table-partitions``; by default the transaction
+topic's): the delta sink routes each key by hash over the deltas topic's partitions, whatever the
+transaction topic has, so the table derivation scales by its partitions and the stream landing by
+the stream topics' (docs/kubernetes.md, "Two Deployments").
 """
 
 from __future__ import annotations
@@ -22,29 +26,40 @@ __all__ = ["create_topics", "ensure_derivation_topics"]
 _COMPACT = {"cleanup.policy": "compact"}
 
 
-async def create_topics(settings: Settings, feeds: tuple[Feed, ...], partitions: int, replication: int = 1) -> list[str]:
+async def create_topics(
+    settings: Settings,
+    feeds: tuple[Feed, ...],
+    partitions: int,
+    replication: int = 1,
+    table_partitions: int | None = None,
+) -> list[str]:
     """Create every feed topic and the dead-letter topic that does not exist yet; returns those created.
 
+    Stream topics get ``partitions``; table topics (and, when deriving, the deltas and state
+    changelog topics) ``table_partitions``, default ``tables.partitions`` or ``partitions``.
     With ``tables.derive`` on, the derivation topics too (see :func:`ensure_derivation_topics`).
     """
-    wanted = {feed.topic: (partitions, _COMPACT if feed.is_table else None) for feed in feeds}
+    tables = table_partitions or settings.tables.partitions or partitions
+    wanted = {feed.topic: (tables, _COMPACT) if feed.is_table else (partitions, None) for feed in feeds}
     wanted[settings.dead_letter_topic] = (partitions, None)
     created = await _create_missing(settings, wanted, replication)
     if settings.tables.derive and derivation_source(feeds) is not None:
-        created += (await _ensure_derivation(settings, feeds, replication))[1]
+        created += (await _ensure_derivation(settings, feeds, replication, tables))[1]
     return created
 
 
 async def ensure_derivation_topics(settings: Settings, feeds: tuple[Feed, ...], replication: int = 1) -> int:
     """Create the deltas and state changelog topics if missing; returns their partition count.
 
-    The count is the derivation source topic's (it must exist). Raises
-    :class:`ConfigurationError` if the deltas topic exists with another count.
+    The count is the deltas topic's if it exists, else ``tables.partitions``, else the derivation
+    source topic's (which must exist).
     """
-    return (await _ensure_derivation(settings, feeds, replication))[0]
+    return (await _ensure_derivation(settings, feeds, replication, settings.tables.partitions))[0]
 
 
-async def _ensure_derivation(settings: Settings, feeds: tuple[Feed, ...], replication: int) -> tuple[int, list[str]]:
+async def _ensure_derivation(
+    settings: Settings, feeds: tuple[Feed, ...], replication: int, wanted: int | None
+) -> tuple[int, list[str]]:
     source = derivation_source(feeds)
     if source is None:
         raise ConfigurationError("tables.derive is on but no feed names the deltas sink (sinks = [..., \"deltas\"])")
@@ -56,12 +71,7 @@ async def _ensure_derivation(settings: Settings, feeds: tuple[Feed, ...], replic
         await admin.close()
     if source.topic not in counts:
         raise ConfigurationError(f"topic {source.topic} does not exist: create the topics first (txlake topics)")
-    partitions = counts[source.topic]
-    deltas = counts.get(settings.table_deltas_topic)
-    if deltas is not None and deltas != partitions:
-        raise ConfigurationError(
-            f"{settings.table_deltas_topic} has {deltas} partitions, {source.topic} {partitions}: they must match"
-        )
+    partitions = counts.get(settings.table_deltas_topic) or wanted or counts[source.topic]
     return partitions, await _create_missing(settings, _derivation_topics(settings, partitions), replication)
 
 

@@ -26,6 +26,14 @@ graceful stop of a Deployment's pod (a rollout or scale-down names the new pod d
 fetcher therefore leaves the group on a graceful stop (:func:`leave_group_on_stop`); a crash
 leaves nothing and a restart under the same id resumes where the group left it.
 
+Transactions: the fetcher reads with ``isolation_level=read_committed``: records of aborted
+transactions are never handed over, and a partition is read only up to its last stable offset
+(an open transaction holds it back until it commits or aborts). The derived streams txlake
+writes itself are transactional (:mod:`app.derived.sink`), and so are ksqlDB's topics under its
+``exactly_once_v2`` guarantee. Their offsets are not dense: a commit or abort marker takes an
+offset no record has. So the offset committed for a partition whose every record has landed is
+the consumer's position (past the markers), not the last record's offset plus one.
+
 Rebalances: on revocation the fetcher drops what it buffered for the revoked partitions,
 waits (bounded) for their batches in flight to land and commits; on assignment it seeks
 every partition to what the sinks hold (the lowest ledger position + 1): the sinks, not
@@ -90,11 +98,14 @@ class StreamFetcher(ConsumerRebalanceListener):
         feeds: Sequence[Feed],
         deliver: Deliver,
         held_through: Position,
+        group_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``held_through`` gives a partition's resume position (the sinks'); ``clock`` times the
-        rotate interval (monotonic seconds; a test passes its own)."""
+        """``held_through`` gives a partition's resume position (the sinks'); ``group_id`` is the
+        consumer group (per worker role; default ``kafka.group_id``); ``clock`` times the rotate
+        interval (monotonic seconds; a test passes its own)."""
         self.settings = settings
+        self.group_id = group_id or settings.kafka.group_id  # the consumer group (per worker role)
         self.feeds = {feed.topic: feed for feed in feeds}
         self.deliver = deliver
         self.held_through = held_through
@@ -118,10 +129,11 @@ class StreamFetcher(ConsumerRebalanceListener):
         kafka, batching = self.settings.kafka, self.settings.batching
         self.consumer = AIOKafkaConsumer(
             **kafka_client_options(kafka),
-            group_id=kafka.group_id,
+            group_id=self.group_id,
             group_instance_id=kafka.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # transactional topics: committed records only
             session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=kafka.heartbeat_interval_ms,
             # Bounded prefetch: at most ~1 MiB per partition and 16 MiB per fetch wait in memory.
@@ -237,6 +249,7 @@ class StreamFetcher(ConsumerRebalanceListener):
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         assert self.consumer is not None
+        await self._skip_markers()
         offsets = {
             tp: OffsetAndMetadata(offset, "")
             for tp, offset in self._landed.items()
@@ -246,6 +259,30 @@ class StreamFetcher(ConsumerRebalanceListener):
             await self.consumer.commit(offsets)
             for tp, meta in offsets.items():
                 self._committed[tp] = meta.offset
+
+    async def _skip_markers(self) -> None:
+        """Count a partition landed through the consumer's position once all it accepted has landed.
+
+        The position is past the transaction markers (and aborted records) that follow the last
+        record; without this a transactional partition would show a lag of one forever.
+        """
+        assert self.consumer is not None
+        busy = {(batch.feed.topic, p) for queue in self._in_flight.values() for batch in queue for p in batch.last_offsets()}
+        for tp in self._assigned:
+            if self._pending.get(tp) or (tp.topic, tp.partition) in busy:
+                continue
+            accepted = self._position.get(tp)
+            if accepted is not None and self._landed.get(tp) != accepted:
+                continue  # accepted records are still landing
+            try:
+                position = await self.consumer.position(tp)
+            except Exception:  # noqa: BLE001 - not assigned any more, or no position yet
+                continue
+            if self._position.get(tp) != accepted or tp not in self._assigned:
+                continue  # records arrived meanwhile: next time
+            if position > self._landed.get(tp, 0):
+                self._position[tp] = position
+                self._landed[tp] = position
 
     # -- rebalances (aiokafka calls these inside the group protocol) ---------------------------
 

@@ -80,13 +80,16 @@ class Health:
         assigned = self.assignment()
         try:
             if self._consumer is None:
-                self._consumer = AIOKafkaConsumer(**kafka_client_options(self.settings.kafka), enable_auto_commit=False)
+                self._consumer = AIOKafkaConsumer(
+                    **kafka_client_options(self.settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+                )
                 await self._consumer.start()
                 self._admin = AIOKafkaAdminClient(**kafka_client_options(self.settings.kafka))
                 await self._admin.start()
             assert self._admin is not None
             ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
-            committed = await self._admin.list_consumer_group_offsets(self.settings.kafka.group_id)
+            group = self.fetcher.group_id if self.fetcher is not None else self.settings.kafka.group_id
+            committed = await self._admin.list_consumer_group_offsets(group)
         except Exception as exc:  # noqa: BLE001 - a failed poll only makes the data stale
             logger.warning("consumer lag poll failed: %s", exc)
             await self.close()

@@ -2,8 +2,9 @@
 
 ``feeds.toml`` names each feed's sinks (``sinks = ["lake", "warehouse", "deltas"]``);
 :func:`build_sinks` makes one instance of each sink the deployment uses, shared by every feed
-that names it. A sink the settings turn off (``deltas`` while ``tables.derive`` is off) is left
-out, and the feeds naming it land without it.
+that names it. A sink the settings turn off (``deltas`` while ``tables.derive`` is off,
+``derived_streams`` while ``streams.derive`` is off) is left out, and the feeds naming it land
+without it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 from app.core.dead_letters import DeadLetterPublisher
-from app.core.feeds import Feed
+from app.core.feeds import Feed, derived_feeds
 from app.core.retry import Backoff, retry_transient
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
 from app.core.sink import Sink
+from app.derived.sink import DerivedStreamSink
 from app.lake.sink import LakeSink
 from app.tables.rates import load_rates
 from app.tables.sink import DeltaSink
 from app.warehouse.facts import FactSink
 from app.warehouse.sink import WarehouseSink
+from models.derived_messages import DerivedMessages
 
 __all__ = ["SinkSet", "build_sinks"]
 
@@ -90,6 +93,18 @@ def build_sinks(
                 settings.table_deltas_topic,
                 table_partitions,
                 load_rates(settings.tables.exchange_rates_file),
+            )
+        )
+    outputs = {derivation: feed.topic for derivation, feed in derived_feeds(tuple(feeds)).items()}
+    if "derived_streams" in named and settings.derives_streams and outputs:
+        sinks.append(
+            DerivedStreamSink(
+                kafka_client_options(settings.kafka),
+                settings.derived_streams_group,
+                outputs,
+                DerivedMessages(outputs, settings.anonymization.key.get_secret_value().encode(), settings.blacklist),
+                transaction_timeout_ms=settings.streams.transaction_timeout_ms,
+                position_refresh_s=settings.streams.position_refresh_s,
             )
         )
     return SinkSet(sinks)

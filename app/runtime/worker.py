@@ -28,7 +28,7 @@ from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
 from app.core import metrics
 from app.core.dead_letters import DeadLetterPublisher
-from app.core.feeds import Feed, load_feeds
+from app.core.feeds import Feed, derivation_source, feeds_of_role, load_feeds
 from app.core.retry import Backoff
 from app.core.security import faust_broker_credentials, request_size_limit
 from app.core.settings import Settings
@@ -41,37 +41,49 @@ from app.runtime.sinks import SinkSet, build_sinks
 from app.snapshots.service import Snapshotter
 from app.snapshots.web import mount_snapshots
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "role_groups"]
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, feeds: tuple[Feed, ...] | None = None, table_partitions: int | None = None
+    settings: Settings,
+    feeds: tuple[Feed, ...] | None = None,
+    table_partitions: int | None = None,
+    role: str = "all",
 ) -> faust.App:
     """A configured Faust app; ``feeds`` default to :func:`load_feeds`.
 
     ``table_partitions`` (the deltas topic's partition count, from
     :func:`~app.ops.topics.ensure_derivation_topics`) turns on the table derivation; without it the
     table feeds land whatever ksqlDB writes to their topics.
+
+    ``role`` (:data:`~app.core.feeds.ROLES`) selects what this process runs: ``streams`` lands the
+    stream feeds (and, on the transaction feed, derives the derived streams and the table deltas),
+    ``tables`` runs the table derivation and lands the table feeds into the facts, ``all`` both.
+    Each role has its own consumer groups (:func:`role_groups`), so the two scale apart.
     """
-    feeds = feeds if feeds is not None else load_feeds(settings)
+    all_feeds = feeds if feeds is not None else load_feeds(settings)
+    feeds = feeds_of_role(all_feeds, role)
+    streams_role, tables_role = role in ("all", "streams"), role in ("all", "tables")
+    fetch_group, faust_app_id = role_groups(settings, role)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
-    app = _faust_app(settings)
+    app = _faust_app(settings, faust_app_id)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
     sinks = build_sinks(settings, feeds, dead_letters, table_partitions)
-    if "deltas" in sinks.by_name and table_partitions:
-        register_table_agent(app, settings, {f.table: f.topic for f in feeds if f.table})
+    if table_partitions and tables_role and derivation_source(all_feeds) is not None:
+        register_table_agent(app, settings, {f.table: f.topic for f in all_feeds if f.table})
     landings = [FeedLanding(feed, sinks.of(feed), dead_letters, backoff) for feed in feeds]
     agents = {landing.feed.topic: register_stream_agent(app, landing.feed, landing) for landing in landings}
-    register_dead_letter_monitor(app, settings.dead_letter_topic)
+    if streams_role:
+        register_dead_letter_monitor(app, settings.dead_letter_topic)
 
     async def deliver(batch: FetchedBatch) -> None:
         await agents[batch.feed.topic].channel.hand_over(batch)
 
-    fetcher = StreamFetcher(settings, feeds, deliver, sinks.position)
+    fetcher = StreamFetcher(settings, feeds, deliver, sinks.position, group_id=fetch_group)
     health = Health(settings, landings, sinks, fetcher)
     app.add_dependency(StreamPath(fetcher, sinks, backoff, health))
     _mount_health(app, health)
@@ -91,7 +103,24 @@ def create_app(
     return app
 
 
-def _faust_app(settings: Settings) -> faust.App:
+def role_groups(settings: Settings, role: str) -> tuple[str, str]:
+    """The stream fetcher's consumer group and the Faust app id (its group) of a worker of ``role``.
+
+    ``all`` and ``streams`` fetch in ``<group_id>``; ``tables`` fetches the table feeds in
+    ``<group_id>-facts`` (``<group_id>-tables`` is the table agent's group on the deltas). The Faust app of ``all`` and ``tables`` is ``<group_id>-control`` (the
+    table agent and the state changelogs are named after it); ``streams`` has its own,
+    ``<group_id>-streams-control``: Faust's assignor spreads every topic of its group over every
+    member, so members running different agents must not share one.
+    """
+    group = settings.kafka.group_id
+    if role == "tables":
+        return f"{group}-facts", settings.faust_app_id
+    if role == "streams":
+        return group, f"{group}-streams-control"
+    return group, settings.faust_app_id
+
+
+def _faust_app(settings: Settings, app_id: str) -> faust.App:
     """The Faust app of the settings: raw bytes in and out, Kafka's own naming for the knobs.
 
     Faust's own consumer (its group is ``<group_id>-control``) reads only the dead-letter topic;
@@ -101,7 +130,7 @@ def _faust_app(settings: Settings) -> faust.App:
     group, so the groups share it).
     """
     app = faust.App(
-        settings.faust_app_id,
+        app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",") if server.strip()],
         value_serializer="raw",
         key_serializer="raw",

@@ -111,7 +111,9 @@ async def restore(client_options: Mapping[str, Any], topics: Mapping[str, str], 
     """Read partition ``partition`` of every changelog topic (``{state table: topic}``) up to its end."""
     started = time.monotonic()
     state = StoredState(partition)
-    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        **client_options, enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         by_tp = {TopicPartition(topic, partition): name for name, topic in topics.items()}

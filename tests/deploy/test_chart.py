@@ -458,3 +458,63 @@ def test_grafana_dashboard_queries_the_txlake_metrics(full):
     ):
         assert metric in exprs
     assert "histogram_quantile(0.99" in exprs
+
+
+# -- roles: the stream side and the table side as two Deployments -----------------------------------
+
+TABLES = f"{FULLNAME}-tables"
+
+
+def deployment_args(resources: dict[tuple[str, str], dict[str, Any]], name: str) -> list[str]:
+    (worker,) = resources[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+    return worker["args"]
+
+
+def test_one_deployment_runs_every_role_by_default(default):
+    assert deployment_args(default, FULLNAME) == ["worker", "--role", "all"]
+    assert [name for kind, name in default if kind == "Deployment"] == [FULLNAME]
+
+
+def test_split_roles_render_two_deployments_each_with_its_replicas_and_selector(full):
+    assert deployment_args(full, FULLNAME) == ["worker", "--role", "streams"]
+    assert deployment_args(full, TABLES) == ["worker", "--role", "tables"]
+    streams, tables = full[("Deployment", FULLNAME)]["spec"], full[("Deployment", TABLES)]["spec"]
+    assert streams["selector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    assert tables["selector"]["matchLabels"]["app.kubernetes.io/component"] == "tables"
+    assert tables["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "tables"
+    # Both keep the lake (snapshot versions are written by every worker), the secrets and the probes.
+    for spec in (streams, tables):
+        mounts = {m["name"] for m in spec["template"]["spec"]["containers"][0]["volumeMounts"]}
+        assert {"lake", "secrets", "tmp"} <= mounts
+    # Each side has its own disruption budget and Service; the monitors scrape both.
+    assert full[("PodDisruptionBudget", TABLES)]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "tables"
+    assert full[("Service", TABLES)]["spec"]["selector"]["app.kubernetes.io/component"] == "tables"
+    for kind in ("ServiceMonitor", "PodMonitor"):
+        (expression,) = full[(kind, FULLNAME)]["spec"]["selector"]["matchExpressions"]
+        assert expression == {"key": "app.kubernetes.io/component", "operator": "In", "values": ["worker", "tables"]}
+
+
+def test_split_roles_with_fixed_replicas():
+    resources = render("--set", "roles=split", "--set", "replicaCount=3", "--set", "tables.replicaCount=2")
+    assert resources[("Deployment", FULLNAME)]["spec"]["replicas"] == 3
+    assert resources[("Deployment", TABLES)]["spec"]["replicas"] == 2
+
+
+def test_each_side_scales_on_its_own_lag_capped_at_its_own_partitions(full):
+    streams, tables = full[("ScaledObject", FULLNAME)]["spec"], full[("ScaledObject", TABLES)]["spec"]
+    assert streams["scaleTargetRef"]["name"] == FULLNAME and streams["maxReplicaCount"] == 12
+    assert tables["scaleTargetRef"]["name"] == TABLES and tables["maxReplicaCount"] == 6
+    assert tables["minReplicaCount"] == 2
+    groups = [t["metadata"]["consumerGroup"] for t in tables["triggers"]]
+    assert groups == ["txlake-prod-tables", "txlake-prod-facts"]
+    assert tables["triggers"][0]["metadata"]["topic"] == "txlake-table-deltas"
+    assert "replicas" not in full[("Deployment", TABLES)]["spec"]
+
+
+def test_tables_replicas_above_the_table_partitions_fail_rendering():
+    error = render_fails("-f", str(FULL_VALUES), "--set", "tables.keda.maxReplicaCount=7")
+    assert "tables.keda.maxReplicaCount (7) > tables.partitions (6)" in error
+
+
+def test_an_unknown_role_layout_fails_rendering():
+    assert "roles is \"tables\"" in render_fails("--set", "roles=tables")

@@ -42,8 +42,9 @@ class Deployment:
     def feed(self, name: str) -> Feed:
         return next(feed for feed in self.feeds if feed.name == name)
 
-    def worker(self, **extra_env: str) -> WorkerProcess:
-        worker = WorkerProcess({**self.env, **extra_env}, self.workdir / f"worker-{len(self.workers)}.log")
+    def worker(self, *args: str, **extra_env: str) -> WorkerProcess:
+        """A ``txlake worker`` of this deployment (``args``, e.g. ``"--role", "tables"``), not started yet."""
+        worker = WorkerProcess({**self.env, **extra_env}, self.workdir / f"worker-{len(self.workers)}.log", args)
         self.workers.append(worker)
         return worker
 
@@ -93,9 +94,10 @@ async def delete_deployment_topics(deployment: Deployment) -> None:
 class WorkerProcess:
     """``txlake worker`` in a subprocess, with its log in a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.args = tuple(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None  # time.monotonic() of the process start
 
@@ -103,7 +105,7 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
-            [TXLAKE, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+            [TXLAKE, "worker", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
         )
         log.close()
         return self
@@ -188,7 +190,11 @@ def stream_topics(deployment: Deployment) -> StreamTopics:
 
 
 async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None):
-    """Produce like `txlake produce`; returns the ProduceReport."""
+    """Produce like `txlake produce`; returns the ProduceReport.
+
+    Like `txlake produce`, the derived streams are written here only when the worker does not
+    derive them itself (`streams.derive` off).
+    """
     s = deployment.settings
     return await produce(
         s.kafka.bootstrap_servers,
@@ -199,4 +205,5 @@ async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: da
         anonymization_key=s.anonymization.key.get_secret_value().encode(),
         blacklist=s.blacklist,
         now=now,
+        derived=not s.derives_streams,
     )

@@ -144,3 +144,18 @@ async def test_revocation_drops_what_was_buffered_for_the_lost_partitions():
     await fetcher.on_partitions_revoked({P1})
     assert P1 not in fetcher._pending and len(fetcher._pending[P0]) == 2
     assert fetcher.assignment() == {P0} and fetcher.rebalancing
+
+
+async def test_a_landed_partition_counts_through_the_consumer_position_past_transaction_markers():
+    # Records 0..2 of P0 landed, then a commit marker took offset 3: the consumer's position is 4.
+    # P1 still has a record pending: its position is not taken over.
+    fetcher, delivered = await _run([{P0: _records(P0, 0, 2), P1: _records(P1, 0, 0)}], flush_size=3)
+    assert fetcher._landed == {P0: 3}
+
+    async def position(tp):
+        return {P0: 4, P1: 5}[tp]
+
+    fetcher.consumer.position = position
+    await fetcher._skip_markers()
+    assert fetcher._landed == {P0: 4} and fetcher._position[P0] == 4
+    assert P1 not in fetcher._landed and len(fetcher._pending[P1]) == 1

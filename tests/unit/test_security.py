@@ -126,3 +126,20 @@ def test_settings_dump_masks_every_secret(monkeypatch, tmp_path, capsys):
     for dump in dumps:
         for value in secrets.values():
             assert value not in dump
+
+
+def test_every_consumer_in_the_app_reads_committed_records_only():
+    """Structural: each AIOKafkaConsumer in app/ and agents/ reads with isolation_level="read_committed".
+
+    The derived streams are written in Kafka transactions (app/derived/sink.py), and so are
+    ksqlDB's topics under exactly_once_v2: a read_uncommitted consumer would also see records of
+    aborted transactions (the fetcher would land them, verify would count them).
+    """
+    consumers = 0
+    for path in [*REPO.glob("app/**/*.py"), *REPO.glob("agents/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AIOKafkaConsumer":
+                consumers += 1
+                levels = [ast.literal_eval(k.value) for k in node.keywords if k.arg == "isolation_level"]
+                assert levels == ["read_committed"], f"{path.relative_to(REPO)}:{node.lineno} reads uncommitted records"
+    assert consumers >= 6

@@ -71,3 +71,32 @@ def test_offsets_below_the_log_start_are_not_required_but_duplicates_there_count
 def test_nothing_landed_nothing_committed_is_ok():
     findings = _check(_positions(committed=None, lake_through=-1), [])
     assert findings.ok and findings.checked == 0
+
+
+def test_transaction_markers_and_aborted_records_are_neither_missing_nor_a_commit_ahead():
+    # A transactional partition: records 0..9, a commit marker at 10, records 11..19 (aborted),
+    # the abort marker at 20, records 21..29, the marker at 30. The group committed the
+    # consumer's position (31), the lake holds every record through 29.
+    records = [*range(10), *range(21, 30)]
+    gaps = np.asarray([10, *range(11, 21), 30], dtype=np.int64)
+    positions = _positions(last_offset=30, committed=31, lake_through=29)
+    unexplained = _check(positions, records)
+    assert unexplained.missing == [(10, 20), (30, 30)] and unexplained.committed_ahead
+    findings = reconcile_partition("f", "t", 0, positions, np.asarray(records, dtype=np.int64), np.zeros(0, np.int64), gaps)
+    assert findings.ok, findings
+    assert (findings.checked, findings.non_records) == (19, 12)
+
+
+def test_a_record_among_markers_is_still_missing():
+    gaps = np.asarray([10, 20], dtype=np.int64)
+    lake = [o for o in range(21) if o not in (10, 15, 20)]
+    findings = reconcile_partition("f", "t", 0, _positions(last_offset=20, committed=21, lake_through=20),
+                                   np.asarray(lake, dtype=np.int64), np.zeros(0, np.int64), gaps)
+    assert findings.missing == [(15, 15)] and not findings.ok
+
+
+def test_a_commit_past_a_record_the_sinks_do_not_hold_is_ahead_even_after_markers():
+    gaps = np.asarray([10], dtype=np.int64)
+    findings = reconcile_partition("f", "t", 0, _positions(last_offset=12, committed=12, lake_through=9),
+                                   np.asarray(range(10), dtype=np.int64), np.zeros(0, np.int64), gaps)
+    assert findings.committed_ahead  # offset 11 is a record above the lake's ledger

@@ -131,10 +131,27 @@ async def _reconcile_stream_feed(context: _Context, feed: Feed) -> FeedReport:
         )
         dead = np.asarray(context.dead_letters.get((feed.topic, p), ()), dtype=np.int64)
         lake = by_partition.get(p, np.zeros(0, dtype=np.int64))
-        report.partitions.append(reconcile_partition(feed.name, feed.topic, p, positions, lake, dead))
+        findings = reconcile_partition(feed.name, feed.topic, p, positions, lake, dead)
+        if findings.missing or findings.committed_ahead:
+            # Maybe transaction markers or aborted records: ask Kafka which of those offsets hold records.
+            non_records = await sources.non_record_offsets(context.settings, tp, _span(findings))
+            findings = reconcile_partition(feed.name, feed.topic, p, positions, lake, dead, non_records)
+        report.partitions.append(findings)
     if feed.warehouse and table is not None:
         await _check_dimensions(context, feed, table, warehouse_through, report)
     return report
+
+
+def _span(findings: PartitionFindings) -> tuple[int, int]:
+    """The offsets a finding is about: its missing ranges, and what the group committed past the sinks."""
+    p = findings.positions
+    firsts = [first for first, _ in findings.missing]
+    lasts = [last for _, last in findings.missing]
+    if findings.committed_ahead and p.committed is not None:
+        held = p.lake_through if p.warehouse_through is None else min(p.lake_through, p.warehouse_through)
+        firsts.append(held + 1)
+        lasts.append(p.committed - 1)
+    return min(firsts), max(lasts)
 
 
 async def _check_dimensions(

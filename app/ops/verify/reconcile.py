@@ -13,6 +13,10 @@ the ledgers and Kafka's positions -- and :func:`reconcile_partition` decides:
 
 A dead letter published more than once is tolerated (the dead-letter topic is at least
 once, see :mod:`app.core.dead_letters`) and only counted (``dead_letter_repeats``).
+
+On a topic written with Kafka transactions some offsets hold no record a consumer ever
+receives (commit and abort markers, records of aborted transactions): the caller passes them
+as ``non_records`` and they count neither as missing nor as a commit ahead of the sinks.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class PartitionFindings:
     beyond_ledger: list[tuple[int, int]] = field(default_factory=list)
     committed_ahead: bool = False
     dead_letter_repeats: int = 0
+    non_records: int = 0  # offsets in the checked range that hold no record (transaction markers, aborted)
     missing_dimension_keys: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -97,6 +102,7 @@ class PartitionFindings:
             "beyond_lake_ledger": [list(r) for r in self.beyond_ledger],
             "committed_ahead_of_sinks": self.committed_ahead,
             "dead_letter_repeats": self.dead_letter_repeats,
+            "non_record_offsets": self.non_records,
             "missing_dimension_keys": self.missing_dimension_keys,
         }
 
@@ -119,15 +125,18 @@ def reconcile_partition(
     positions: PartitionPositions,
     lake_offsets: np.ndarray,
     dead_letter_offsets: np.ndarray,
+    non_records: np.ndarray | None = None,
 ) -> PartitionFindings:
     """Compare one partition's lake rows and dead letters with its positions (see the module docstring).
 
     ``lake_offsets`` has one entry per visible lake row of the partition (any order, repeats
-    kept: a repeat is a duplicate); ``dead_letter_offsets`` one per dead letter.
+    kept: a repeat is a duplicate); ``dead_letter_offsets`` one per dead letter; ``non_records``
+    the offsets known to hold no record (transaction markers, aborted records).
     """
     findings = PartitionFindings(feed, topic, partition, positions)
     lake = np.asarray(lake_offsets, dtype=np.int64)
     dead = np.asarray(dead_letter_offsets, dtype=np.int64)
+    gaps = np.zeros(0, np.int64) if non_records is None else np.unique(np.asarray(non_records, dtype=np.int64))
     findings.beyond_ledger = offset_ranges(lake[lake > positions.lake_through])
     lake = lake[lake <= positions.lake_through]
 
@@ -136,7 +145,9 @@ def reconcile_partition(
         held = positions.lake_through if positions.warehouse_through is None else min(
             positions.lake_through, positions.warehouse_through
         )
-        findings.committed_ahead = positions.committed - 1 > held
+        # Ahead only if a record lies between what the sinks hold and what the group committed.
+        unheld = np.arange(held + 1, positions.committed, dtype=np.int64)
+        findings.committed_ahead = bool(np.setdiff1d(unheld, gaps, assume_unique=True).size)
 
     # Duplicates anywhere in the lake (below the log start too: those rows are still readable).
     ordered = np.sort(lake)
@@ -152,9 +163,12 @@ def reconcile_partition(
     lake_count = np.bincount(lake_in, minlength=size) if size else np.zeros(0, np.int64)
     dead_hit = np.zeros(size, dtype=bool)
     dead_hit[dead_in] = True
-    findings.checked = size
+    no_record = np.zeros(size, dtype=bool)
+    no_record[gaps[(gaps >= low) & (gaps <= high)] - low] = True
+    findings.non_records = int(np.count_nonzero(no_record))
+    findings.checked = size - findings.non_records
     findings.in_lake = int(np.count_nonzero(lake_count))
     findings.in_dead_letters = int(np.count_nonzero(dead_hit))
-    findings.missing = offset_ranges(np.flatnonzero((lake_count == 0) & ~dead_hit) + low)
+    findings.missing = offset_ranges(np.flatnonzero((lake_count == 0) & ~dead_hit & ~no_record) + low)
     findings.both = offset_ranges(np.flatnonzero((lake_count > 0) & dead_hit) + low)
     return findings

@@ -98,6 +98,7 @@ def render_text(report: VerifyReport) -> str:
                 f"  [{p.partition}] {status:<7} kafka {pos.log_start}..{pos.last_offset}  committed {committed}  "
                 f"lake {pos.lake_through}  warehouse {wh}  checked {p.checked:,}: "
                 f"{p.in_lake:,} in the lake, {p.in_dead_letters:,} dead-lettered"
+                + (f", {p.non_records:,} transaction markers/aborted skipped" if p.non_records else "")
                 + (f" ({p.dead_letter_repeats} repeated dead letters, tolerated: at least once)" if p.dead_letter_repeats else "")
             )
             out.extend(_problems(p))

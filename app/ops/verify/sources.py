@@ -22,6 +22,7 @@ from app.core.security import kafka_client_options, mysql_ssl_context
 from app.core.settings import Settings
 from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage
 from app.ops.kafka_positions import KafkaPositions
+from app.ops.records import record_offsets
 from models.tables import TableSpec
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "keys_through",
     "lake_columns",
     "live_fact_snapshot",
+    "non_record_offsets",
     "offsets_by_partition",
     "read_dead_letters",
     "read_partition",
@@ -54,7 +56,9 @@ async def read_dead_letters(settings: Settings, kafka: KafkaPositions, idle_time
     }
     if not ends:
         return index
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         consumer.assign(list(ends))
@@ -77,6 +81,26 @@ async def read_dead_letters(settings: Settings, kafka: KafkaPositions, idle_time
     finally:
         await consumer.stop()
     return index
+
+
+async def non_record_offsets(settings: Settings, tp: TopicPartition, span: tuple[int, int]) -> np.ndarray:
+    """The offsets in ``span`` (inclusive) that hold no committed record: transaction markers, aborted records.
+
+    Read with ``read_committed`` up to the last stable offset (offsets of an open transaction are
+    left out: they are neither records yet nor known gaps).
+    """
+    first, last = span
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        last = min(last, (await consumer.end_offsets([tp]))[tp] - 1)
+        held = await record_offsets(consumer, tp, first, last)
+    finally:
+        await consumer.stop()
+    every = np.arange(first, last + 1, dtype=np.int64)
+    return np.setdiff1d(every, np.asarray(held, dtype=np.int64), assume_unique=True)
 
 
 async def read_partition(

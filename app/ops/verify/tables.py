@@ -291,7 +291,9 @@ async def reconcile_table(
     spec = feed.table_spec
     snapshot = await sources.live_fact_snapshot(settings, spec, feed.name, feed.topic)
     tps = [TopicPartition(feed.topic, p) for p in partitions]
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **kafka_client_options(settings.kafka), enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         # After the snapshot: a ledger read at the snapshot is at most these last offsets.

@@ -44,6 +44,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: worker
 {{- end }}
 
+{{/*
+Labels of one worker Deployment and its pods, by component: "worker" (the main Deployment: every
+role, or the stream side with roles=split) or "tables" (the table side with roles=split).
+Parameters: root, component.
+*/}}
+{{- define "txlake.componentLabels" -}}
+{{ include "txlake.commonLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- define "txlake.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "txlake.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* A label selector (matchLabels + matchExpressions) of every worker pod, either Deployment. */}}
+{{- define "txlake.allWorkersSelector" -}}
+matchLabels:
+  app.kubernetes.io/name: {{ include "txlake.name" . }}
+  app.kubernetes.io/instance: {{ .Release.Name }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: [worker, tables]
+{{- end }}
+
+{{/* Name of the table side's Deployment (roles=split): <fullname>-tables. */}}
+{{- define "txlake.tablesName" -}}
+{{- printf "%s-tables" (include "txlake.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "txlake.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "txlake.fullname" .) .Values.serviceAccount.name }}
@@ -81,6 +112,13 @@ app.kubernetes.io/component: worker
 {{- end }}
 {{- define "txlake.keda.max" -}}
 {{- if kindIs "invalid" .Values.keda.maxReplicaCount }}{{ .Values.kafka.partitions | int }}{{ else }}{{ .Values.keda.maxReplicaCount | int }}{{ end }}
+{{- end }}
+{{/* KEDA bounds of the table side (roles=split): min defaults to tables.replicaCount, max to tables.partitions. */}}
+{{- define "txlake.tablesKeda.min" -}}
+{{- if kindIs "invalid" .Values.tables.keda.minReplicaCount }}{{ .Values.tables.replicaCount | int }}{{ else }}{{ .Values.tables.keda.minReplicaCount | int }}{{ end }}
+{{- end }}
+{{- define "txlake.tablesKeda.max" -}}
+{{- if kindIs "invalid" .Values.tables.keda.maxReplicaCount }}{{ .Values.tables.partitions | int }}{{ else }}{{ .Values.tables.keda.maxReplicaCount | int }}{{ end }}
 {{- end }}
 
 {{/*
@@ -128,6 +166,24 @@ Checks that stop a bad configuration at render time (included by the Deployment,
 {{- end }}
 {{- if eq (upper $name) "TXLAKE_KAFKA__GROUP_INSTANCE_ID" }}
 {{- fail "config: TXLAKE_KAFKA__GROUP_INSTANCE_ID would give every pod the same instance id, and two workers with one id fence each other out in turn; kafka.staticMembership sets it to each pod's name" }}
+{{- end }}
+{{- end }}
+{{- if not (has .Values.roles (list "all" "split")) }}
+{{- fail (printf "roles is %q: \"all\" (one Deployment runs every role) or \"split\" (stream landing and table derivation as two Deployments)" .Values.roles) }}
+{{- end }}
+{{- if eq .Values.roles "split" }}
+{{- if lt (int .Values.tables.partitions) 1 }}
+{{- fail "tables.partitions must be >= 1: the partition count of the deltas and table topics" }}
+{{- end }}
+{{- if .Values.tables.keda.enabled }}
+{{- $min := include "txlake.tablesKeda.min" . | int }}
+{{- $max := include "txlake.tablesKeda.max" . | int }}
+{{- if gt $max (int .Values.tables.partitions) }}
+{{- fail (printf "tables.keda.maxReplicaCount (%d) > tables.partitions (%d): each deltas and table partition goes to one tables worker, so replicas beyond the partition count would sit idle" $max (int .Values.tables.partitions)) }}
+{{- end }}
+{{- if gt $min $max }}
+{{- fail (printf "tables.keda.minReplicaCount (%d) > tables.keda.maxReplicaCount (%d); with tables.keda.enabled the minimum defaults to tables.replicaCount" $min $max) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if .Values.keda.enabled }}
