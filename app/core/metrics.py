@@ -12,6 +12,9 @@ __all__ = [
     "BATCH_RECORDS",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
+    "DELTA_COMMITS",
+    "DELTA_COMMIT_BATCHES",
+    "DELTA_COMMIT_CONFLICTS",
     "DEAD_LETTER_TOPIC_RECORDS",
     "EXPORTS",
     "EXPORT_DURATION",
@@ -92,4 +95,19 @@ EXPORT_DURATION = Histogram(
     "Time from start to final state of one export, by kind.",
     ["kind"],
     buckets=(1, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
+DELTA_COMMITS = Counter(
+    "txlake_delta_commits_total", "Delta table commits of landed batches (lake.format = delta), by dataset.", ["dataset"]
+)
+DELTA_COMMIT_BATCHES = Histogram(
+    "txlake_delta_commit_batches",
+    "Partition batches carried by one Delta commit (group commit), by dataset.",
+    ["dataset"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+DELTA_COMMIT_CONFLICTS = Counter(
+    "txlake_delta_commit_conflicts_total",
+    "Delta commits refused because another writer committed the same application id (or the metadata) first; "
+    "the batches are filtered against the newer log and committed again.",
+    ["dataset"],
 )

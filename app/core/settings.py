@@ -115,7 +115,27 @@ class MySQLSettings(_Section):
 
 
 class LakeSettings(_Section):
-    """Where the Parquet lake lives."""
+    """Where the Parquet lake lives, and in which table format."""
+
+    format: Literal["hive", "delta"] = Field(
+        "hive",
+        description="hive: plain Snappy Parquet files in year=/month=/day= directories, readable by any Parquet "
+        "reader (the default). delta: each stream dataset is a Delta Lake table (delta-rs) with the same "
+        "directories, the Kafka offsets in its log; read it with a Delta-aware reader (docs/lake-delta.md).",
+    )
+    delta_checkpoint_interval: int = Field(
+        10,
+        ge=1,
+        description="delta.checkpointInterval of the Delta tables txlake creates: a checkpoint every N commits keeps "
+        "the cost of a commit and of opening the table flat.",
+    )
+    delta_vacuum_retention_hours: float = Field(
+        168.0,
+        ge=0,
+        description="vacuum removes files no longer in the Delta table (replaced by optimize, or written by a crashed "
+        "commit) once this old. Readers of older table versions and commits still in flight need them: keep it "
+        "well above the longest query and commit.",
+    )
 
     root: Path | str = Field(
         Path("lake"),

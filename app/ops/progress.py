@@ -22,8 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
-from app.lake.sink import read_landed_through
-from app.lake.storage import open_lake_storage
+from app.lake.formats import LakePositions
 from app.tables.sink import ledger_feed
 from app.warehouse.sink import WarehouseSink
 
@@ -74,13 +73,13 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
     source = derivation_source(feeds) if settings.tables.derive else None
     topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
     last = await _last_offsets(settings, topics)
-    lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
+    lake_positions = LakePositions(settings.lake)  # one S3 client / one table version per dataset
     warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse or feed.is_table for feed in feeds) else None
     rows = []
     try:
         for feed in feeds:
             for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
-                lake = None if feed.is_table else read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
+                lake = None if feed.is_table else lake_positions.landed_through(feed.dataset, feed.topic, tp.partition)
                 held = None
                 if warehouse is not None and (feed.warehouse or feed.is_table):
                     held = await warehouse.landed_through(feed.name, feed.topic, tp.partition)

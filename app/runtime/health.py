@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.core import metrics
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
+from app.lake.delta_sink import DeltaLakeSink
 from app.lake.sink import LakeSink
 from app.runtime.fetcher import StreamFetcher
 from app.runtime.landing import FeedLanding
@@ -46,7 +47,7 @@ class Health:
         self,
         settings: Settings,
         landings: Sequence[FeedLanding],
-        lake: LakeSink,
+        lake: LakeSink | DeltaLakeSink,
         warehouse: WarehouseSink | None,
         fetcher: StreamFetcher | None = None,
     ) -> None:

@@ -22,7 +22,7 @@ from app.core.settings import Settings
 from app.core.sink import Sink
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
-from app.lake.sink import LakeSink
+from app.lake.formats import lake_sink
 from app.runtime.fetcher import FetchedBatch, StreamFetcher
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
@@ -80,7 +80,7 @@ def create_app(
     else:
         app.page("/metrics")(_metrics_view)
 
-    lake = LakeSink.from_settings(settings.lake)
+    lake = lake_sink(settings.lake)  # hive Parquet files, or Delta tables (lake.format)
     warehouse = WarehouseSink(settings.mysql)
     dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
     backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
@@ -157,6 +157,7 @@ def create_app(
         await health.close()
         await snapshotter.close()
         await exports.close()
+        await lake.stop()
         await warehouse.stop()
         await facts.stop()
         if deltas is not None:

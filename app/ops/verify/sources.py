@@ -21,7 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.core.feeds import Feed
 from app.core.security import kafka_client_options, mysql_ssl_context
-from app.core.settings import Settings
+from app.core.settings import LakeSettings, Settings
+from app.lake.delta import open_table, read_position, to_dataset
 from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage
 from models.tables import TableSpec
 
@@ -29,6 +30,7 @@ __all__ = [
     "DeadLetterIndex",
     "FactSnapshot",
     "KafkaPositions",
+    "delta_lake_columns",
     "dimension_keys",
     "feed_lake_columns",
     "kafka_positions",
@@ -159,6 +161,21 @@ def lake_columns(storage: LakeStorage, dataset: str, columns: list[str]) -> pa.T
     if not dataset_.files:
         return None
     return dataset_.to_table(columns=columns)
+
+
+def delta_lake_columns(
+    lake: LakeSettings, feed: Feed, partitions: Iterable[int], columns: list[str]
+) -> tuple[dict[int, int], pa.Table | None]:
+    """The positions of ``partitions`` and ``columns`` of the rows, from one version of the feed's Delta table.
+
+    Reading both from the same version makes them agree exactly (the hive format reads its ledgers
+    first and its rows second instead). No table yet: positions -1 and no rows.
+    """
+    table = open_table(lake, feed.dataset)
+    positions = {p: read_position(table, feed.topic, p) for p in partitions}
+    if table is None:
+        return positions, None
+    return positions, to_dataset(table).to_table(columns=columns)
 
 
 def offsets_by_partition(table: pa.Table | None) -> dict[int, np.ndarray]:
