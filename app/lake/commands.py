@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from app.core.settings import Settings
 from app.lake.catalog import describe_dataset, list_datasets
 from app.lake.render import human_bytes, table
-from app.core.settings import Settings
 from app.lake.storage import open_lake_storage
 
 __all__ = ["register"]

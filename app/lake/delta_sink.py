@@ -74,7 +74,7 @@ class _Pending:
     partition: int
     first_offset: int
     last_offset: int
-    rows: pa.Table | None  # None: no record to add (all dead-lettered), only the position moves
+    rows: pa.Table  # may be empty (every record dead-lettered): then only the position moves
     done: asyncio.Future[int] = field(repr=False)
 
     @property
@@ -153,21 +153,17 @@ class _TableCommitter:
                 landed.append(0)
                 continue
             rows = pending.rows
-            if rows is not None and held >= pending.first_offset:  # part of it is held already
+            if held >= pending.first_offset:  # part of it is held already
                 rows = rows.filter(pc.greater(rows.column("_kafka_offset"), held))
-            if rows is not None and rows.num_rows:
-                parts.append(rows)
-            landed.append(0 if rows is None else rows.num_rows)
+            parts.append(rows)
+            landed.append(rows.num_rows)
             transactions.append(Transaction(pending.app_id, pending.last_offset))
         if not transactions:
             return landed
-        data = _concat(parts) if parts else _empty_like(group)
-        if data is None:  # no rows at all and no schema to write them with: a table is born with rows
-            raise LakeSinkError(f"{self.dataset}: no table yet and nothing to create it with")
         creating = table is None
         write_deltalake(
             self.uri if creating else table,
-            data,
+            parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default"),
             mode="append",
             partition_by=PARTITION_COLUMNS,
             schema_mode="merge",
@@ -189,18 +185,6 @@ class _TableCommitter:
         metrics.DELTA_COMMITS.labels(self.dataset).inc()
         metrics.DELTA_COMMIT_BATCHES.labels(self.dataset).observe(len(transactions))
         return landed
-
-
-def _concat(parts: list[pa.Table]) -> pa.Table:
-    return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
-
-
-def _empty_like(group: Sequence[_Pending]) -> pa.Table | None:
-    """An empty table with a batch's schema: a commit of positions only (every record dead-lettered)."""
-    for pending in group:
-        if pending.rows is not None:
-            return pending.rows.slice(0, 0)
-    return None
 
 
 class DeltaLakeSink(Sink):
@@ -242,11 +226,9 @@ class DeltaLakeSink(Sink):
         pending = batch.after(held)
         if pending.last_offset <= held:
             return 0
-        rows = None
-        if pending.records:
-            # Arrow conversion needs the GIL: here on the loop, briefly; the commit runs in a thread.
-            table = batch.feed.record_kind.to_table(pending.records, [batch.partition] * len(pending.records), pending.offsets)
-            rows = with_day_columns(table)
+        # Arrow conversion needs the GIL: here on the loop, briefly; the commit runs in a thread.
+        table = batch.feed.record_kind.to_table(pending.records, [batch.partition] * len(pending.records), pending.offsets)
+        rows = with_day_columns(table)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._committer(dataset).submit(
             _Pending(batch.topic, batch.partition, pending.first_offset, pending.last_offset, rows, done)

@@ -1,0 +1,181 @@
+"""The Delta lake sink (lake.format = "delta") on a local root: group commits, positions in the log, replays, fencing, schema merge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from app.core.feeds import Feed
+from app.core.settings import LakeSettings
+from app.core.sink import Batch
+from app.lake.delta import app_id, with_day_columns
+from app.lake.delta_sink import DeltaLakeSink
+from app.lake.formats import LakePositions, lake_sink
+from tools.loadgen import generate
+
+FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _settings(root: Path) -> LakeSettings:
+    return LakeSettings(root=root, format="delta")
+
+
+def _batch(records, first_offset: int = 0, partition: int = 0) -> Batch:
+    offsets = list(range(first_offset, first_offset + len(records)))
+    return Batch(FEED, partition, offsets[0], offsets[-1], records, offsets)
+
+
+def _table(root: Path) -> DeltaTable:
+    return DeltaTable(str(root / FEED.dataset))
+
+
+def _commits(root: Path) -> list[dict]:
+    """Every commit of the table's log, oldest first: {action kind: [actions]}."""
+    commits = []
+    for path in sorted((root / FEED.dataset / "_delta_log").glob("*.json")):
+        actions: dict[str, list] = {}
+        for line in path.read_text().splitlines():
+            (kind, body), = json.loads(line).items()
+            actions.setdefault(kind, []).append(body)
+        commits.append(actions)
+    return commits
+
+
+@pytest.fixture
+def records():
+    return list(generate(800, seed=3, now=NOW, days=3, late_fraction=0.1))
+
+
+def test_the_format_setting_chooses_the_sink(tmp_path):
+    assert isinstance(lake_sink(_settings(tmp_path)), DeltaLakeSink)
+    assert not isinstance(lake_sink(LakeSettings(root=tmp_path)), DeltaLakeSink)
+
+
+async def test_partitions_that_flush_together_land_in_one_commit_with_one_app_transaction_each(tmp_path, records):
+    sink = DeltaLakeSink(_settings(tmp_path))
+    batches = [_batch(records[p * 200:(p + 1) * 200], first_offset=1000 * p, partition=p) for p in range(4)]
+    # The agent's lanes: every partition writes at once.
+    assert await asyncio.gather(*(sink.write(b) for b in batches)) == [200] * 4
+    commits = _commits(tmp_path)
+    assert len(commits) == 1, [list(c) for c in commits]
+    assert {(t["appId"], t["version"]) for t in commits[0]["txn"]} == {(app_id("tx", p), 1000 * p + 199) for p in range(4)}
+    table = _table(tmp_path)
+    assert table.metadata().partition_columns == ["year", "month", "day"]
+    assert table.metadata().configuration["delta.checkpointInterval"] == "10"
+    rows = table.to_pyarrow_table()
+    assert rows.num_rows == 800
+    for year, month, day, ts in zip(*(rows.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))):
+        assert (year, month, day) == (f"{ts.year:04d}", f"{ts.month:02d}", f"{ts.day:02d}")
+    # Directories stay year=YYYY/month=MM/day=DD (zero-padded strings), files are Delta's part-… names.
+    files = [Path(f).relative_to(tmp_path / FEED.dataset) for f in table.file_uris()]
+    assert files and all(f.parts[0].startswith("year=20") and len(f.parts[1]) == len("month=MM") for f in files)
+    assert all(f.name.startswith("part-") for f in files)
+    positions = LakePositions(_settings(tmp_path))
+    assert [positions.landed_through(FEED.dataset, "tx", p) for p in range(5)] == [199, 1199, 2199, 3199, -1]
+
+
+async def test_replays_land_nothing_and_overlaps_land_only_the_new_records(tmp_path, records):
+    sink = DeltaLakeSink(_settings(tmp_path))
+    assert await sink.write(_batch(records[:300])) == 300
+    assert await sink.write(_batch(records[:300])) == 0
+    assert await sink.write(_batch(records[200:500], first_offset=200)) == 200
+    assert len(_commits(tmp_path)) == 2  # the replay committed nothing
+    # A restarted worker reads its position from the log: the replay is skipped again.
+    restarted = DeltaLakeSink(_settings(tmp_path))
+    assert restarted.landed_through(FEED.dataset, "tx", 0) == 499
+    assert await restarted.write(_batch(records[:600])) == 100
+    offsets = _table(tmp_path).to_pyarrow_table(columns=["_kafka_offset"]).column(0).to_pylist()
+    assert sorted(offsets) == list(range(600))
+
+
+async def test_a_batch_of_dead_letters_only_moves_the_position(tmp_path, records):
+    sink = DeltaLakeSink(_settings(tmp_path))
+    await sink.write(_batch(records[:10]))
+    empty = Batch(FEED, 0, 10, 19, (), ())  # offsets 10..19 all went to the dead-letter topic
+    assert await sink.write(empty) == 0
+    assert _commits(tmp_path)[-1].keys() == {"commitInfo", "txn"}
+    assert DeltaLakeSink(_settings(tmp_path)).landed_through(FEED.dataset, "tx", 0) == 19
+    assert _table(tmp_path).count() == 10
+
+
+async def test_a_stale_writer_of_the_same_partition_is_fenced_by_the_log(tmp_path, records):
+    """Two workers believe they own partition 0 (a rebalance moved it): nothing lands twice."""
+    first, second = DeltaLakeSink(_settings(tmp_path)), DeltaLakeSink(_settings(tmp_path))
+    assert await first.write(_batch(records[:100])) == 100
+    assert second.landed_through(FEED.dataset, "tx", 0) == 99  # second opens the table at this version
+    await second.write(_batch(records[100:150], first_offset=100))
+    assert await first.write(_batch(records[100:300], first_offset=100)) == 150  # first's view was stale
+    assert await second.write(_batch(records[150:300], first_offset=150)) == 0  # and now second's is
+    offsets = _table(tmp_path).to_pyarrow_table(columns=["_kafka_offset"]).column(0).to_pylist()
+    assert sorted(offsets) == list(range(300))
+
+
+async def test_conflicting_commits_from_another_process_view_are_detected_not_duplicated(tmp_path, records):
+    """The committer's own table version is behind: delta-rs refuses the commit on the app id, the sink reloads."""
+    sink = DeltaLakeSink(_settings(tmp_path))
+    await sink.write(_batch(records[:100]))
+    # Another writer (same app id) commits offsets 100..199 behind this sink's back.
+    rows = with_day_columns(FEED.record_kind.to_table(records[100:200], [0] * 100, list(range(100, 200))))
+    from deltalake import CommitProperties, Transaction
+
+    write_deltalake(str(tmp_path / FEED.dataset), rows, mode="append",
+                    commit_properties=CommitProperties(app_transactions=[Transaction(app_id("tx", 0), 199)]))
+    assert await sink.write(_batch(records[100:300], first_offset=100)) == 100
+    offsets = _table(tmp_path).to_pyarrow_table(columns=["_kafka_offset"]).column(0).to_pylist()
+    assert sorted(offsets) == list(range(300))
+
+
+async def test_a_checkpoint_every_ten_commits(tmp_path, records):
+    sink = DeltaLakeSink(_settings(tmp_path))
+    for n in range(12):
+        await sink.write(_batch(records[n * 10:(n + 1) * 10], first_offset=n * 10))
+    log = tmp_path / FEED.dataset / "_delta_log"
+    # delta-rs checkpoints after every tenth commit: versions 0..9, so at version 9.
+    assert [p.name for p in log.glob("*.checkpoint.parquet")] == [f"{9:020d}.checkpoint.parquet"]
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == 9
+    assert _table(tmp_path).transaction_version(app_id("tx", 0)) == 119  # kept by the checkpoint
+
+
+async def test_added_columns_merge_into_the_table_schema(tmp_path, records):
+    """A table written by an older txlake (no ``status`` column) takes the new column; old rows read null."""
+    old = with_day_columns(FEED.record_kind.to_table(records[:50], [0] * 50, list(range(50)))).drop_columns(["status"])
+    write_deltalake(str(tmp_path / FEED.dataset), old, partition_by=["year", "month", "day"], mode="append")
+    sink = DeltaLakeSink(_settings(tmp_path))
+    assert await sink.write(_batch(records[50:100], first_offset=50)) == 50
+    table = _table(tmp_path)
+    assert "status" in table.schema().to_arrow().names
+    rows = table.to_pyarrow_table(columns=["_kafka_offset", "status"]).sort_by("_kafka_offset")
+    assert rows.column("status").null_count == 50
+    assert rows.filter(pc.greater_equal(rows.column("_kafka_offset"), 50)).column("status").null_count == 0
+    # An older worker still running during the upgrade writes without the column: accepted, null.
+    older = pa.Table.from_batches(
+        with_day_columns(FEED.record_kind.to_table(records[100:110], [1] * 10, list(range(10)))).drop_columns(["status"]).to_batches()
+    )
+    write_deltalake(table, older, mode="append", schema_mode="merge")
+    assert _table(tmp_path).count() == 110
+
+
+async def test_the_readers_see_every_record_once(tmp_path, records):
+    """deltalake, Polars and DuckDB (over deltalake's Arrow dataset) read the table the sink wrote."""
+    import duckdb
+    import polars as pl
+
+    sink = DeltaLakeSink(_settings(tmp_path))
+    await asyncio.gather(*(sink.write(_batch(records[p * 400:(p + 1) * 400], partition=p)) for p in range(2)))
+    uri = str(tmp_path / FEED.dataset)
+    assert DeltaTable(uri).to_pyarrow_table().num_rows == 800
+    frame = pl.read_delta(uri)
+    assert frame.height == 800 and frame.schema["year"] == pl.String
+    assert frame.select(pl.struct("_kafka_partition", "_kafka_offset").n_unique()).item() == 800
+    con = duckdb.connect()
+    con.register("tx", DeltaTable(uri).to_pyarrow_dataset())
+    count, days = con.execute("SELECT count(*), count(DISTINCT (year, month, day)) FROM tx").fetchone()
+    assert count == 800 and days >= 3
