@@ -151,10 +151,15 @@ class WorkerProcess:
 
 
 def read_lake(deployment: Deployment, feed_name: str):
-    """The feed's dataset as a pyarrow Table, read as a reader would: hive partitioning over the glob."""
+    """The feed's dataset as a pyarrow Table, read as a reader would: hive partitioning over the glob,
+    or the latest version of the Delta table (``lake.format = "delta"``)."""
     root = Path(deployment.settings.lake.root) / deployment.feed(feed_name).dataset
     if not root.exists():
         return None
+    if deployment.settings.lake.format == "delta":
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(root)).to_pyarrow_table()
     dataset = ds.dataset(root, format="parquet", partitioning="hive")
     return dataset.to_table()
 
