@@ -16,6 +16,10 @@ __all__ = [
     "EXPORTS",
     "EXPORT_DURATION",
     "EXPORT_ROWS",
+    "LAKE_COMPACTED_ROWS",
+    "LAKE_COMPACTIONS",
+    "LAKE_COMPACTION_SECONDS",
+    "LAKE_VACUUMED_FILES",
     "LEDGER_POSITION",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
@@ -92,4 +96,18 @@ EXPORT_DURATION = Histogram(
     "Time from start to final state of one export, by kind.",
     ["kind"],
     buckets=(1, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
+LAKE_COMPACTIONS = Counter(
+    "txlake_lake_compactions_total",
+    "Day partitions the worker's maintenance schedule handled, by dataset and status (compacted, skipped, busy, failed).",
+    ["dataset", "status"],
+)
+LAKE_COMPACTED_ROWS = Counter("txlake_lake_compacted_rows_total", "Rows rewritten by compaction, by dataset.", ["dataset"])
+LAKE_COMPACTION_SECONDS = Histogram(
+    "txlake_lake_compaction_seconds",
+    "Wall time of one day's compaction.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+LAKE_VACUUMED_FILES = Counter(
+    "txlake_lake_vacuumed_files_total", "Leftover files removed by vacuum, by dataset.", ["dataset"]
 )
