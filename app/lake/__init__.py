@@ -1,0 +1,1 @@
+"""The Parquet lake: the lake sink (commit protocol, ledgers), its storage (local or S3), and the catalog readers use."""
