@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +37,14 @@ from pathlib import Path
 from app.lake.compaction import is_compacted_file
 from app.lake.day_lock import move_into_day
 from app.lake.day_swap import DaySwap
-from app.lake.sink import DayPartition, LedgerEntry
+from app.lake.sink import DATA_FILE_NAME, DayPartition, LedgerEntry
 from app.lake.storage import CONTROL_DIR, LocalStorage
 
 __all__ = ["ExportDaySwap", "FILE_NAME", "cut_of", "owned_by_export", "recover_work", "work_root"]
 
 logger = logging.getLogger(__name__)
 
-FILE_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<start>\d+)\.parquet$")
+FILE_NAME = DATA_FILE_NAME
 
 
 def work_root(root: Path, dataset: str) -> Path:
@@ -90,8 +89,9 @@ class ExportDaySwap(DaySwap):
                    fsync: bool = True) -> ExportDaySwap:
         return cls(root, dataset, lambda name: owned_by_export(name, topic, cut), work, fsync, topic, cut)
 
-    def apply(self, day: DayPartition, files: list[tuple[Path, str]], before_exchange=None) -> dict[str, int]:  # type: ignore[override]
-        counts = super().apply(day, files, before_exchange=lambda d: self._journal(d, "exchanging"))
+    def apply_export(self, day: DayPartition, files: list[tuple[Path, str]]) -> dict[str, int]:
+        """:meth:`DaySwap.apply` with the journal entries recovery needs (exchanging, done)."""
+        counts = self.apply(day, files, before_exchange=lambda d: self._journal(d, "exchanging"))
         self._journal(day, "done")
         return counts
 
