@@ -19,6 +19,10 @@ __all__ = [
     "EXPORTS",
     "EXPORT_DURATION",
     "EXPORT_ROWS",
+    "LAKE_COMPACTED_ROWS",
+    "LAKE_COMPACTIONS",
+    "LAKE_COMPACTION_SECONDS",
+    "LAKE_VACUUMED_FILES",
     "LEDGER_POSITION",
     "RECORDS_LANDED",
     "SINK_FLUSH_SECONDS",
@@ -110,4 +114,18 @@ DELTA_COMMIT_CONFLICTS = Counter(
     "Delta commits refused because another writer committed the same application id (or the metadata) first; "
     "the batches are filtered against the newer log and committed again.",
     ["dataset"],
+)
+LAKE_COMPACTIONS = Counter(
+    "txlake_lake_compactions_total",
+    "Day partitions the worker's maintenance schedule handled, by dataset and status (compacted, skipped, busy, failed).",
+    ["dataset", "status"],
+)
+LAKE_COMPACTED_ROWS = Counter("txlake_lake_compacted_rows_total", "Rows rewritten by compaction, by dataset.", ["dataset"])
+LAKE_COMPACTION_SECONDS = Histogram(
+    "txlake_lake_compaction_seconds",
+    "Wall time of one day's compaction.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+LAKE_VACUUMED_FILES = Counter(
+    "txlake_lake_vacuumed_files_total", "Leftover files removed by vacuum, by dataset.", ["dataset"]
 )

@@ -1,14 +1,23 @@
-"""``txlake lake ls`` and ``txlake lake describe <dataset>``: the catalog, read from the lake alone."""
+"""``txlake lake …``: the catalog (``ls``, ``describe``, ``files``) and maintenance (``compact``, ``vacuum``).
+
+``ls``/``describe``/``files`` read the lake alone. ``compact`` and ``vacuum`` go through the lake
+format's :class:`~app.lake.maintenance.LakeMaintenance`, each unit of work under its lease in the
+warehouse (``txlake_lake_leases``), so they can run beside the workers' schedule.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from typing import Any
 
 from app.core.settings import Settings
 from app.lake.catalog import describe_dataset, list_datasets
+from app.lake.compaction import DayResult
 from app.lake.render import human_bytes, table
+from app.lake.sink import DayPartition
 from app.lake.storage import open_lake_storage
 
 __all__ = ["register"]
@@ -23,11 +32,58 @@ def register(commands: Any) -> None:
     describe = actions.add_parser("describe", help="schema, versions or day partitions of one dataset")
     describe.add_argument("dataset", help="streams/<stream> or tables/<table>")
     describe.add_argument("--json", action="store_true")
+    files = actions.add_parser(
+        "files", help="the files (and row filter) a consistent read of a stream dataset uses: all of a batch or none"
+    )
+    files.add_argument("dataset", help="streams/<stream> (or just <stream>)")
+    files.add_argument("--day", action="append", type=_day, default=None, help="only this day (YYYY-MM-DD); repeatable")
+    shape = files.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the whole view: files, positions, filter")
+    shape.add_argument("--sql", action="store_true", help="a DuckDB query that reads exactly this view")
+    compact = actions.add_parser("compact", help="rewrite day partitions with many small files into sorted files of the target size")
+    compact.add_argument("dataset", nargs="?", help="streams/<stream> (or just <stream>); default: every stream dataset")
+    compact.add_argument("--day", type=_day, default=None, help="only this day (YYYY-MM-DD)")
+    compact.add_argument("--closed", action="store_true",
+                         help="only closed days (lake.compaction.close_idle_ms / close_lateness_ms): what the worker's schedule runs")
+    compact.add_argument("--vacuum", action="store_true", help="vacuum the datasets afterwards")
+    compact.add_argument("--json", action="store_true", help="one JSON result per line")
+    vacuum = actions.add_parser("vacuum", help="finish interrupted compactions and remove what crashed writers left behind")
+    vacuum.add_argument("dataset", nargs="?", help="streams/<stream> (or just <stream>); default: every stream dataset")
+    vacuum.add_argument("--json", action="store_true", help="one JSON result per line")
     lake.set_defaults(run=run)
 
 
+def _day(text: str) -> DayPartition:
+    try:
+        return DayPartition.parse(text)
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
+def _dataset(name: str | None) -> str | None:
+    if name is None or "/" in name:
+        return name
+    return f"streams/{name}"
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.lake_command in ("compact", "vacuum"):
+        return _maintain(settings, args)
     storage = open_lake_storage(settings.lake)
+    if args.lake_command == "files":
+        from app.lake.view import stream_view
+
+        view = stream_view(storage, _dataset(args.dataset) or "", set(args.day) if args.day else None)
+        if args.json:
+            print(json.dumps(view.to_json(storage), indent=2))
+        elif args.sql:
+            print(view.sql(storage))
+        else:
+            print("\n".join(view.uris(storage)))
+            if view.pending:
+                print(f"# rows above {view.sql_filter()!r} are not visible yet (a batch still being moved in)",
+                      file=sys.stderr)
+        return 0
     if args.lake_command == "ls":
         datasets = list_datasets(storage)
         if args.json:
@@ -39,7 +95,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 d["kind"],
                 d["file_count"],
                 human_bytes(d["bytes"]),
-                f"{d['partitions']} day partitions" if d["kind"] == "stream" else f"{d['versions']} versions",
+                f"{d['partitions']} day partitions ({d['compacted_days']} compacted)" if d["kind"] == "stream"
+                else f"{d['versions']} versions",
                 d.get("latest_version"),
             )
             for d in datasets
@@ -59,14 +116,56 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintain(settings: Settings, args: argparse.Namespace) -> int:
+    from app.lake.maintenance import maintenance_for, run_maintenance
+
+    maintenance = maintenance_for(settings)
+    compact = args.lake_command == "compact"
+
+    def show(result: DayResult) -> None:
+        if args.json:
+            print(json.dumps({"kind": "compact", **result.to_json()}), flush=True)
+            return
+        change = (f"{result.files_before} files {human_bytes(result.bytes_before)} -> "
+                  f"{result.files_after} files {human_bytes(result.bytes_after)}")
+        detail = f"{change}, {result.rows:,} rows, {result.seconds:.2f} s" if result.status == "compacted" else result.reason
+        print(f"{result.dataset}  {result.day}  {result.status:<9}  {detail}", flush=True)
+
+    def show_vacuum(dataset: str, counts: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps({"kind": "vacuum", "dataset": dataset, **counts}), flush=True)
+        else:
+            print(f"{dataset}  vacuum  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), flush=True)
+
+    report = asyncio.run(run_maintenance(
+        settings, maintenance, dataset=_dataset(args.dataset), day=getattr(args, "day", None),
+        closed_only=getattr(args, "closed", False), compact=compact, vacuum=not compact or args.vacuum,
+        on_result=show, on_vacuum=show_vacuum,
+    ))
+    if not args.json and compact:
+        done = [r for r in report.results if r.status == "compacted"]
+        rows = sum(r.rows for r in done)
+        print(f"{len(done)} day(s) compacted, {rows:,} rows; {sum(r.status == 'busy' for r in report.results)} busy, "
+              f"{sum(r.status == 'failed' for r in report.results)} failed")
+    return 0 if report.ok else 1
+
+
 def _print_description(d: dict[str, Any]) -> None:
     print(f"{d['dataset']} ({d['kind']}): {d['file_count']} files, {human_bytes(d['bytes'])}")
     print("\nschema")
     print(table(("column", "type", "nullable"), [(f["name"], f["type"], f["nullable"]) for f in d["schema"]]))
     if d["kind"] == "stream":
-        print("\nday partitions")
-        rows = [(p, v["files"], human_bytes(v["bytes"])) for p, v in sorted(d["partitions"].items())]
-        print(table(("partition", "files", "size"), rows))
+        print("\nday partitions (last compaction: files and size before -> after)")
+        rows = []
+        for p, v in sorted(d["partitions"].items()):
+            last = v.get("last_compaction")
+            change = None
+            if last:
+                change = (f"{last['before']['files']} files {human_bytes(last['before']['bytes'])} -> "
+                          f"{last['after']['files']} files {human_bytes(last['after']['bytes'])}")
+            rows.append((p, v["files"], v.get("compacted_files", 0), human_bytes(v["bytes"]),
+                         last["finished_at"] if last else None, change))
+        print(table(("partition", "files", "compacted", "size", "last compacted (UTC)", "before -> after"), rows))
         return
     print(f"\nversions (latest complete: {d['latest_version'] or '-'})")
     rows = [

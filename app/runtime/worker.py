@@ -23,6 +23,7 @@ from app.core.sink import Sink
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
 from app.lake.formats import lake_sink
+from app.lake.schedule import MaintenanceSchedule
 from app.runtime.fetcher import FetchedBatch, StreamFetcher
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
@@ -150,6 +151,12 @@ def create_app(
     mount_snapshots(app, settings, snapshotter)
     exports = ExportJobs(settings)
     mount_exports(app, settings, exports)
+    maintenance = MaintenanceSchedule(settings)
+    if settings.lake.compaction.enabled:
+
+        @app.task
+        async def _lake_maintenance() -> None:
+            await maintenance.run_forever(first_delay_s=min(30.0, maintenance.interval_s))
 
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
@@ -157,6 +164,7 @@ def create_app(
         await health.close()
         await snapshotter.close()
         await exports.close()
+        await maintenance.close()
         await lake.stop()
         await warehouse.stop()
         await facts.stop()
