@@ -23,9 +23,12 @@ from app.lake.delta import app_id, storage_options, table_uri
 from app.lake.delta_sink import DeltaLakeSink
 from app.lake.formats import LakePositions
 from tests.integration.harness import REPO_ROOT
-from tests.integration.test_lake_s3 import FEED, _objects
+from tests.integration.test_lake_s3 import (
+    FEED,
+    _objects,
+    s3_endpoint,  # noqa: F401 - fixture
+)
 from tests.integration.test_lake_s3 import lake as s3_lake  # noqa: F401 - fixture
-from tests.integration.test_lake_s3 import s3_endpoint  # noqa: F401 - fixture
 from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
