@@ -117,7 +117,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _maintain(settings: Settings, args: argparse.Namespace) -> int:
-    from app.lake.maintenance import maintenance_for, run_maintenance
+    from app.lake.formats import maintenance_for
+    from app.lake.maintenance import run_maintenance
 
     maintenance = maintenance_for(settings)
     compact = args.lake_command == "compact"

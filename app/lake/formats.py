@@ -2,6 +2,7 @@
 
 ``hive`` (default): plain Parquet files and a JSON offset ledger per partition (:mod:`app.lake.sink`).
 ``delta``: Delta tables whose logs hold the offsets (:mod:`app.lake.delta_sink`).
+Maintenance (``txlake lake compact|vacuum``, the worker's schedule) of each: :func:`maintenance_for`.
 Everything that reads a lake position -- the worker on assignment, ``txlake progress``,
 ``txlake verify``, the benchmark -- goes through :class:`LakePositions`, so it works with both.
 """
@@ -10,13 +11,22 @@ from __future__ import annotations
 
 import threading
 
-from app.core.settings import LakeSettings
+from app.core.settings import LakeSettings, Settings
 from app.lake.delta import open_table, read_position
+from app.lake.delta_maintenance import DeltaMaintenance
 from app.lake.delta_sink import DeltaLakeSink
+from app.lake.maintenance import HiveMaintenance, LakeMaintenance
 from app.lake.sink import LakeSink, read_landed_through
 from app.lake.storage import LakeStorage, open_lake_storage
 
-__all__ = ["LakePositions", "lake_sink"]
+__all__ = ["LakePositions", "lake_sink", "maintenance_for"]
+
+
+def maintenance_for(settings: Settings, storage: LakeStorage | None = None) -> LakeMaintenance:
+    """The maintenance (compact, vacuum) of ``lake.format``: hive day rewrites, or Delta optimize/vacuum."""
+    if settings.lake.format == "delta":
+        return DeltaMaintenance(settings, storage)
+    return HiveMaintenance(settings, storage)
 
 
 def lake_sink(settings: LakeSettings) -> LakeSink | DeltaLakeSink:

@@ -2,8 +2,9 @@
 
 ``txlake lake compact`` / ``txlake lake vacuum`` and the worker's schedule
 (:mod:`app.lake.schedule`) only talk to :class:`LakeMaintenance`; each lake format implements it
-(:class:`HiveMaintenance` here for the default hive Parquet layout; a Delta table format registers
-its own in :data:`FORMATS`). The runner (:func:`run_maintenance`) gives every unit of work its
+(:class:`HiveMaintenance` here for the default hive Parquet layout;
+:class:`~app.lake.delta_maintenance.DeltaMaintenance` for Delta tables; :func:`app.lake.formats.maintenance_for`
+picks by ``lake.format``). The runner (:func:`run_maintenance`) gives every unit of work its
 lease, so one dataset-day has one owner across workers, and holds the dataset lock where the
 format needs it (local hive lakes: an export and a compaction of a dataset run one at a time).
 

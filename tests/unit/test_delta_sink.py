@@ -179,3 +179,94 @@ async def test_the_readers_see_every_record_once(tmp_path, records):
     con.register("tx", DeltaTable(uri).to_pyarrow_dataset())
     count, days = con.execute("SELECT count(*), count(DISTINCT (year, month, day)) FROM tx").fetchone()
     assert count == 800 and days >= 3
+
+
+# ------------------------------------------------------------------------------------- maintenance
+
+
+def _maintenance(root: Path, **compaction):
+    from app.core.settings import Settings
+    from app.lake.delta_maintenance import DeltaMaintenance
+
+    lake = _settings(root).model_copy(update={"compaction": _settings(root).compaction.model_copy(update=compaction)})
+    return DeltaMaintenance(Settings(lake=lake), retention_hours=0)
+
+
+async def _land_small_batches(root: Path, records, batches: int, partitions: int = 2) -> DeltaLakeSink:
+    sink = DeltaLakeSink(_settings(root))
+    size = len(records) // (batches * partitions)
+    for n in range(batches):
+        await asyncio.gather(*(
+            sink.write(_batch(records[(n * partitions + p) * size:(n * partitions + p + 1) * size], first_offset=n * size, partition=p))
+            for p in range(partitions)
+        ))
+    return sink
+
+
+async def test_compacting_a_day_rewrites_it_sorted_in_one_commit_and_keeps_the_positions(tmp_path, records):
+    from app.lake.delta_maintenance import day_files
+
+    await _land_small_batches(tmp_path, records, batches=8)
+    maintenance = _maintenance(tmp_path)
+    assert maintenance.datasets() == [FEED.dataset]
+    days = maintenance.plan(FEED.dataset)
+    assert len(days) >= 3  # every day got a file from most of the 8 commits
+    before = _table(tmp_path)
+    positions = {p: before.transaction_version(app_id("tx", p)) for p in range(2)}
+    day = days[0]
+    result = maintenance.compact(FEED.dataset, day, lambda: None)
+    assert result.status == "compacted" and result.files_before > 1 and result.files_after == 1, result
+    after = _table(tmp_path)
+    assert after.version() == before.version() + 1
+    assert {p: after.transaction_version(app_id("tx", p)) for p in range(2)} == positions
+    assert after.count() == before.count() == 800
+    assert result.rows == sum(1 for r in records if (r.event_timestamp.year, r.event_timestamp.month, r.event_timestamp.day)
+                              == (day.year, day.month, day.day))
+    rows = after.to_pyarrow_table(filters=[("day", "=", f"{day.day:02d}")], columns=["event_timestamp"]).column(0)
+    assert rows.to_pylist() == sorted(rows.to_pylist())  # one file, rows sorted by event time
+    assert len(day_files(after)[day]) == 1
+    assert day not in maintenance.plan(FEED.dataset)  # done: the next pass leaves it alone
+    # Replaced files stay for readers of older versions until vacuum (retention 0 here).
+    assert DeltaTable(str(tmp_path / FEED.dataset), version=before.version()).count() == 800
+    counts = maintenance.vacuum(FEED.dataset, lambda: None)
+    assert counts["removed_files"] == result.files_before
+    assert counts["checkpoint_version"] == after.version()
+    assert (tmp_path / FEED.dataset / "_delta_log" / f"{after.version():020d}.checkpoint.parquet").exists()
+    assert _table(tmp_path).count() == 800
+
+
+async def test_closed_only_leaves_the_days_still_receiving_files(tmp_path, records):
+    await _land_small_batches(tmp_path, records, batches=4)
+    maintenance = _maintenance(tmp_path, close_idle_ms=3_600_000, close_lateness_ms=None)
+    assert maintenance.plan(FEED.dataset, closed_only=True) == []  # every day got a file just now
+    later = datetime.now(UTC).timestamp() + 7200
+    assert maintenance.plan(FEED.dataset, closed_only=True, now=later) == maintenance.plan(FEED.dataset)
+
+
+async def test_the_sink_keeps_landing_while_the_table_is_optimized(tmp_path, records):
+    """An optimize commit and the sink's appends interleave: nothing lost, nothing twice."""
+    sink = await _land_small_batches(tmp_path, records[:400], batches=5)
+    maintenance = _maintenance(tmp_path)
+    optimizing = asyncio.create_task(asyncio.to_thread(maintenance.compact, FEED.dataset, None, lambda: None))
+    for n in range(10):
+        await asyncio.gather(*(
+            sink.write(_batch(records[400 + (2 * n + p) * 20:400 + (2 * n + p + 1) * 20], first_offset=1000 + n * 20, partition=p))
+            for p in range(2)
+        ))
+    result = await optimizing
+    assert result.status == "compacted", result
+    rows = _table(tmp_path).to_pyarrow_table(columns=["_kafka_partition", "_kafka_offset"])
+    positions = list(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()))
+    assert len(positions) == len(set(positions)) == 800
+    assert [_table(tmp_path).transaction_version(app_id("tx", p)) for p in range(2)] == [1199, 1199]
+
+
+async def test_vacuum_removes_the_files_of_a_commit_that_never_happened(tmp_path, records):
+    """A SIGKILL between delta-rs's data files and its log entry leaves files no version names."""
+    await _land_small_batches(tmp_path, records[:200], batches=1)
+    committed = next((tmp_path / FEED.dataset).glob("year=*/month=*/day=*/part-*.parquet"))
+    orphan = committed.with_name("part-00000-00000000-dead-beef-0000-000000000000-c000.snappy.parquet")
+    orphan.write_bytes(committed.read_bytes())
+    assert _table(tmp_path).count() == 200  # Delta readers never saw it
+    assert _maintenance(tmp_path).vacuum(FEED.dataset, lambda: None)["removed_files"] == 1
+    assert not orphan.exists() and _table(tmp_path).count() == 200
