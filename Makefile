@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: check demo test unit bench bench-tables bench-export up down install clean
+.PHONY: check demo test unit bench bench-tables bench-delta bench-export up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -27,6 +27,9 @@ bench:              ## the throughput benchmark (writes bench/results and the RE
 
 bench-tables:       ## the table path: derivation throughput, produce-to-MySQL latency at 5,000 tx/s (bench/results/tables-*.json)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.tables
+
+bench-delta:        ## Delta against hive Parquet: lake sink landing throughput back to back (bench/results/delta-*.json)
+	bash scripts/bootstrap.sh && .venv/bin/python -m bench.delta
 
 bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (writes bench/results/export-*.json)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000

@@ -184,7 +184,7 @@ class LakeSettings(_Section):
     )
     delta_vacuum_retention_hours: float = Field(
         168.0,
-        ge=0,
+        ge=1,
         description="vacuum removes files no longer in the Delta table (replaced by optimize, or written by a crashed "
         "commit) once this old. Readers of older table versions and commits still in flight need them: keep it "
         "well above the longest query and commit.",

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from app.core.settings import Settings
@@ -18,7 +19,7 @@ from app.lake.catalog import describe_dataset, list_datasets
 from app.lake.compaction import DayResult
 from app.lake.render import human_bytes, table
 from app.lake.sink import DayPartition
-from app.lake.storage import open_lake_storage
+from app.lake.storage import LakeStorage, open_lake_storage
 
 __all__ = ["register"]
 
@@ -70,6 +71,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.lake_command in ("compact", "vacuum"):
         return _maintain(settings, args)
     storage = open_lake_storage(settings.lake)
+    if args.lake_command == "files" and settings.lake.format == "delta":
+        return _delta_files(settings, args)
     if args.lake_command == "files":
         from app.lake.view import stream_view
 
@@ -84,8 +87,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"# rows above {view.sql_filter()!r} are not visible yet (a batch still being moved in)",
                       file=sys.stderr)
         return 0
+    describe = _describer(settings)
     if args.lake_command == "ls":
-        datasets = list_datasets(storage)
+        datasets = list_datasets(storage, describe)
         if args.json:
             print(json.dumps(datasets, indent=2))
             return 0
@@ -105,7 +109,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{len(datasets)} datasets in {storage.uri}")
         return 0
     try:
-        description = describe_dataset(storage, args.dataset)
+        description = describe(storage, _dataset(args.dataset) or "")
     except KeyError as exc:
         print(f"txlake: {exc.args[0]}")
         return 1
@@ -114,6 +118,49 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     _print_description(description)
     return 0
+
+
+def _delta_files(settings: Settings, args: argparse.Namespace) -> int:
+    """``lake files`` of a Delta table: the data files of its latest version (all of a commit or none)."""
+    from app.lake.delta import open_table
+
+    dataset = _dataset(args.dataset) or ""
+    table = open_table(settings.lake, dataset)
+    if table is None:
+        print(f"txlake: no Delta table {dataset!r} under {settings.lake.root}", file=sys.stderr)
+        return 1
+    days = {(f"{d.year:04d}", f"{d.month:02d}", f"{d.day:02d}") for d in args.day} if args.day else None
+    uris = [
+        uri for uri in table.file_uris()
+        if days is None or tuple(part.split("=", 1)[1] for part in uri.split("/")[-4:-1]) in days
+    ]
+    if args.json:
+        print(json.dumps({"dataset": dataset, "format": "delta", "version": table.version(), "files": uris}, indent=2))
+    elif args.sql:
+        listed = ", ".join(f"'{uri}'" for uri in uris)
+        print(f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true)  -- version {table.version()} of {dataset}")
+    else:
+        print("\n".join(uris))
+    return 0
+
+
+def _describer(settings: Settings) -> Callable[[LakeStorage, str], dict[str, Any]]:
+    """How a dataset is described: a listing (hive), or a stream dataset's Delta log (lake.format = delta)."""
+    if settings.lake.format != "delta":
+        return describe_dataset
+    from app.core.feeds import load_feeds
+    from app.lake.delta_catalog import describe_delta_dataset
+
+    topics: dict[str, list[str]] = {}
+    for feed in load_feeds(settings):
+        topics.setdefault(feed.dataset, []).append(feed.topic)
+
+    def describe(storage: LakeStorage, dataset: str) -> dict[str, Any]:
+        if dataset.startswith("streams/"):
+            return describe_delta_dataset(settings.lake, dataset, topics.get(dataset, ()))
+        return describe_dataset(storage, dataset)
+
+    return describe
 
 
 def _maintain(settings: Settings, args: argparse.Namespace) -> int:
@@ -153,6 +200,10 @@ def _maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 def _print_description(d: dict[str, Any]) -> None:
     print(f"{d['dataset']} ({d['kind']}): {d['file_count']} files, {human_bytes(d['bytes'])}")
+    if d.get("format") == "delta":
+        positions = ", ".join(f"{k}@{v}" for k, v in d["positions"].items()) or "-"
+        print(f"Delta table version {d['version']}, {d['rows']:,} rows, checkpoint every {d['checkpoint_interval']} commits")
+        print(f"Kafka positions (app transactions): {positions}")
     print("\nschema")
     print(table(("column", "type", "nullable"), [(f["name"], f["type"], f["nullable"]) for f in d["schema"]]))
     if d["kind"] == "stream":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ from app.lake.delta import app_id
 from app.ops.progress import feed_progress, wait_until_landed
 from app.ops.verify.deployment import verify_deployment
 from models.derive import flatten
-from tests.integration.harness import expected_days, free_port, produce_demo, read_lake, rows_per_day
+from tests.integration.harness import REPO_ROOT, TXLAKE, expected_days, free_port, produce_demo, read_lake, rows_per_day
 from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -123,3 +125,57 @@ async def test_two_workers_commit_to_the_same_delta_tables_exactly_once(deploy, 
     table = DeltaTable(str(Path(deployment.settings.lake.root) / feed.dataset))
     ends = {row.partition: row.last_offset for row in await feed_progress(deployment.settings, deployment.feeds) if row.feed == feed.name}
     assert {p: table.transaction_version(app_id(feed.topic, p)) for p in range(4)} == ends
+
+
+def _txlake(deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **deployment.env}
+    return subprocess.run([TXLAKE, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+async def test_the_lake_commands_compact_vacuum_and_describe_a_delta_lake(deploy, warehouse_db):
+    """``txlake lake compact|vacuum|describe|ls|files`` on Delta tables; the worker keeps landing meanwhile."""
+    count, seed = 6_000, 31
+    deployment = await deploy(2, **DELTA, TXLAKE_BATCHING__FLUSH_SIZE="100", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="100",
+                              TXLAKE_LAKE__COMPACTION__ENABLED="false")
+    worker = deployment.worker().start()
+    await produce_demo(deployment, count // 2, seed=seed, now=NOW, rate=3000)
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
+    feed = deployment.feed("transaction_stream")
+    described = json.loads(_txlake(deployment, "lake", "describe", feed.dataset, "--json").stdout)
+    assert described["format"] == "delta" and described["rows"] == count // 2
+    assert described["positions"] == {f"{feed.topic}[{p}]": v for p, v in _ends(await feed_progress(deployment.settings, deployment.feeds), feed).items()}
+    files_before = described["file_count"]
+
+    # Compact every day of every stream while the second half of the load lands.
+    producing = asyncio.create_task(produce_demo(deployment, count // 2, seed=seed + 1, now=NOW, rate=1500))
+    compacted = _txlake(deployment, "lake", "compact", "--json")
+    assert compacted.returncode == 0, compacted.stdout + compacted.stderr
+    results = [json.loads(line) for line in compacted.stdout.splitlines() if line.startswith("{")]
+    done = [r for r in results if r["status"] == "compacted"]
+    assert done and all(r["files_after"] < r["files_before"] for r in done), results
+    await producing
+    await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
+    assert worker.alive(), worker.log()[-3000:]
+
+    described = json.loads(_txlake(deployment, "lake", "describe", feed.dataset, "--json").stdout)
+    assert described["compacted_days"] >= 1
+    assert any("last_compaction" in p for p in described["partitions"].values())
+    listed = json.loads(_txlake(deployment, "lake", "ls", "--json").stdout)
+    assert {d["dataset"] for d in listed} >= {f.dataset for f in deployment.feeds if not f.is_table and f.name != "transaction_stream_blacklisted"}
+    vacuumed = _txlake(deployment, "lake", "vacuum", "--json")
+    assert vacuumed.returncode == 0, vacuumed.stdout + vacuumed.stderr
+    files = _txlake(deployment, "lake", "files", feed.dataset).stdout.split()
+    assert files and all("/_delta_log/" not in f and f.endswith(".parquet") for f in files)
+    assert len(files) == json.loads(_txlake(deployment, "lake", "describe", feed.dataset, "--json").stdout)["file_count"]
+    assert files_before > 0
+
+    # Two halves produced with two seeds: every record exactly once, days intact.
+    table = read_lake(deployment, "transaction_stream")
+    positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+    assert len(positions) == len(set(positions)) == count
+    report = await verify_deployment(deployment.settings, deployment.feeds)
+    assert all(f.ok for f in report.feeds if f.dataset.startswith("streams/")), json.dumps(report.to_json(), default=str)[:3000]
+
+
+def _ends(rows, feed) -> dict[int, int]:
+    return {row.partition: row.last_offset for row in rows if row.feed == feed.name}

@@ -270,3 +270,19 @@ async def test_vacuum_removes_the_files_of_a_commit_that_never_happened(tmp_path
     assert _table(tmp_path).count() == 200  # Delta readers never saw it
     assert _maintenance(tmp_path).vacuum(FEED.dataset, lambda: None)["removed_files"] == 1
     assert not orphan.exists() and _table(tmp_path).count() == 200
+
+
+async def test_a_stream_export_into_a_delta_lake_is_refused_clearly(tmp_path):
+    from datetime import date
+
+    from app.core.settings import Settings
+    from app.exports.request import DayRange, ExportRequest
+    from app.exports.run import run_export
+
+    settings = Settings(lake=_settings(tmp_path))
+    request = ExportRequest(source="TRANSACTION_STREAM", kind="stream",
+                            range=DayRange(from_day=date(2026, 11, 24), to_day=date(2026, 11, 25)))
+    status = await run_export(settings, request, "x1", lambda _status: None, asyncio.Event())
+    assert status.state == "failed"
+    assert "lake.format = delta" in " ".join(status.errors)
+    assert not (tmp_path / FEED.dataset).exists()  # nothing written, ksqlDB never asked
