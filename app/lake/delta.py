@@ -23,17 +23,21 @@ maintenance build on them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 
 __all__ = [
     "CHECKPOINT_INTERVAL",
+    "DeltaLedger",
     "PARTITION_COLUMNS",
     "app_id",
     "is_delta_table",
@@ -143,3 +147,33 @@ def to_dataset(table):  # table: deltalake.DeltaTable -> pyarrow.dataset.Dataset
     Partition columns come back as the table stores them (strings: ``"2026"``, ``"03"``).
     """
     return table.to_pyarrow_dataset()
+
+
+class DeltaLedger:
+    """The Kafka positions in the Delta logs of a lake: the :class:`~app.core.sink.Ledger` of the Delta sink.
+
+    :meth:`read` sees the latest committed version (safe while workers run: a commit is one
+    file, seen whole or not at all). One table object per dataset is kept and brought up to date
+    incrementally (only the commits since the last read are fetched).
+    """
+
+    def __init__(self, settings: LakeSettings) -> None:
+        self.settings = settings
+        self._tables: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    async def read(self, feed: Feed, partition: int) -> int:
+        return await asyncio.to_thread(self.position, feed.dataset, feed.topic, partition)
+
+    def position(self, dataset: str, topic: str, partition: int) -> int:
+        """:meth:`read`, blocking (tools, threads)."""
+        with self._lock:
+            table = self._tables.get(dataset)
+            if table is None:
+                table = open_table(self.settings, dataset)
+                if table is None:
+                    return -1
+                self._tables[dataset] = table
+            else:
+                table.update_incremental()
+            return read_position(table, topic, partition)

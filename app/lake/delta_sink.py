@@ -47,10 +47,12 @@ import pyarrow.compute as pc
 
 from app.core import metrics
 from app.core.errors import LakeSinkError
+from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 from app.core.sink import Batch, Sink
 from app.lake.delta import (
     PARTITION_COLUMNS,
+    DeltaLedger,
     app_id,
     open_table,
     read_position,
@@ -203,6 +205,7 @@ class DeltaLakeSink(Sink):
     def __init__(self, settings: LakeSettings, storage: LakeStorage | None = None) -> None:
         self.settings = settings
         self.storage = storage or open_lake_storage(settings)
+        self.ledger = DeltaLedger(settings)
         self.compression = "UNCOMPRESSED" if settings.compression == "none" else settings.compression.upper()
         self._committers: dict[str, _TableCommitter] = {}
         self._positions: dict[tuple[str, str, int], int] = {}
@@ -247,19 +250,15 @@ class DeltaLakeSink(Sink):
         """:meth:`write` without a running event loop (tools, benchmarks): one commit per batch."""
         return asyncio.run(self.write(batch))
 
-    def landed_through(self, dataset: str, topic: str, partition: int) -> int:
-        """The partition's position read from the latest table version (-1: none). Blocking I/O."""
+    async def position(self, feed: Feed, partition: int) -> int:
+        """The partition's position in the latest table version (the log, not a cache); -1 for none."""
         try:
-            position = read_position(open_table(self.settings, dataset), topic, partition)
+            held = await self.ledger.read(feed, partition)
         except OSError as exc:
-            raise LakeSinkError(f"reading the position of {topic}[{partition}] in {dataset}: {exc}") from exc
-        self.remember(dataset, topic, partition, position)
-        return position
-
-    def forget(self, dataset: str, topic: str, partition: int) -> None:
-        """Drop the cached position: the next write reads the table's log again."""
-        with self._lock:
-            self._positions.pop((dataset, topic, partition), None)
+            raise LakeSinkError(f"reading the position of {feed.topic}[{partition}] in {feed.dataset}: {exc}") from exc
+        with self._lock:  # the log is the truth: forget what this worker believed before
+            self._positions[(feed.dataset, feed.topic, partition)] = held
+        return held
 
     def remember(self, dataset: str, topic: str, partition: int, position: int) -> None:
         """Cache a position read from (or committed to) the log; never moves one backwards."""

@@ -21,7 +21,6 @@ from app.core.settings import LakeSettings
 from app.core.sink import Batch
 from app.lake.delta import app_id, storage_options, table_uri
 from app.lake.delta_sink import DeltaLakeSink
-from app.lake.formats import LakePositions
 from tests.integration.harness import REPO_ROOT
 from tests.integration.test_lake_s3 import (
     FEED,
@@ -71,8 +70,8 @@ async def test_a_flush_of_four_partitions_is_one_commit_on_s3(lake, records):
     data = [key for key in keys if "/_delta_log/" not in key]
     assert data and all(key.startswith("streams/transaction_stream/year=20") and key.endswith(".parquet") for key in data)
     # A restarted worker, progress and verify read the positions from the log on S3.
-    assert DeltaLakeSink(lake).landed_through(FEED.dataset, "tx", 3) == 199
-    assert LakePositions(lake).landed_through(FEED.dataset, "tx", 0) == 199
+    assert await DeltaLakeSink(lake).position(FEED, 3) == 199
+    assert await DeltaLakeSink(lake).ledger.read(FEED, 0) == 199
 
 
 async def test_polars_reads_the_s3_table(lake, records):

@@ -17,7 +17,7 @@ from app.core.settings import LakeSettings
 from app.core.sink import Batch
 from app.lake.delta import app_id, with_day_columns
 from app.lake.delta_sink import DeltaLakeSink
-from app.lake.formats import LakePositions, lake_sink
+from app.lake.formats import lake_sink
 from tools.loadgen import generate
 
 FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
@@ -78,8 +78,8 @@ async def test_partitions_that_flush_together_land_in_one_commit_with_one_app_tr
     files = [Path(f).relative_to(tmp_path / FEED.dataset) for f in table.file_uris()]
     assert files and all(f.parts[0].startswith("year=20") and len(f.parts[1]) == len("month=MM") for f in files)
     assert all(f.name.startswith("part-") for f in files)
-    positions = LakePositions(_settings(tmp_path))
-    assert [positions.landed_through(FEED.dataset, "tx", p) for p in range(5)] == [199, 1199, 2199, 3199, -1]
+    ledger = DeltaLakeSink(_settings(tmp_path)).ledger  # what txlake progress reads
+    assert [await ledger.read(FEED, p) for p in range(5)] == [199, 1199, 2199, 3199, -1]
 
 
 async def test_replays_land_nothing_and_overlaps_land_only_the_new_records(tmp_path, records):
@@ -90,7 +90,7 @@ async def test_replays_land_nothing_and_overlaps_land_only_the_new_records(tmp_p
     assert len(_commits(tmp_path)) == 2  # the replay committed nothing
     # A restarted worker reads its position from the log: the replay is skipped again.
     restarted = DeltaLakeSink(_settings(tmp_path))
-    assert restarted.landed_through(FEED.dataset, "tx", 0) == 499
+    assert await restarted.position(FEED, 0) == 499
     assert await restarted.write(_batch(records[:600])) == 100
     offsets = _table(tmp_path).to_pyarrow_table(columns=["_kafka_offset"]).column(0).to_pylist()
     assert sorted(offsets) == list(range(600))
@@ -102,7 +102,7 @@ async def test_a_batch_of_dead_letters_only_moves_the_position(tmp_path, records
     empty = Batch(FEED, 0, 10, 19, (), ())  # offsets 10..19 all went to the dead-letter topic
     assert await sink.write(empty) == 0
     assert _commits(tmp_path)[-1].keys() == {"commitInfo", "txn"}
-    assert DeltaLakeSink(_settings(tmp_path)).landed_through(FEED.dataset, "tx", 0) == 19
+    assert await DeltaLakeSink(_settings(tmp_path)).position(FEED, 0) == 19
     assert _table(tmp_path).count() == 10
 
 
@@ -110,7 +110,7 @@ async def test_a_stale_writer_of_the_same_partition_is_fenced_by_the_log(tmp_pat
     """Two workers believe they own partition 0 (a rebalance moved it): nothing lands twice."""
     first, second = DeltaLakeSink(_settings(tmp_path)), DeltaLakeSink(_settings(tmp_path))
     assert await first.write(_batch(records[:100])) == 100
-    assert second.landed_through(FEED.dataset, "tx", 0) == 99  # second opens the table at this version
+    assert await second.position(FEED, 0) == 99  # second takes the partition over at this version
     await second.write(_batch(records[100:150], first_offset=100))
     assert await first.write(_batch(records[100:300], first_offset=100)) == 150  # first's view was stale
     assert await second.write(_batch(records[150:300], first_offset=150)) == 0  # and now second's is

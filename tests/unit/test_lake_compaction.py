@@ -6,6 +6,7 @@ tests/integration/test_lake_compaction.py; here the compactor runs with no fence
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -309,7 +310,7 @@ def test_a_batch_spanning_days_is_visible_to_the_view_all_at_once(tmp_path: Path
     view = stream_view(storage, DATASET)
     assert view.landed_through == {0: 1499} and view.visible_through == {0: 999} and view.pending == {0: (999, 1499)}
     assert _positions(view.read(storage)) == [(0, o) for o in range(1000)]  # ... the view none of it
-    LakeSink(tmp_path).landed_through(DATASET, "tx", 0)  # the next owner's recovery rolls the moves forward
+    asyncio.run(LakeSink(tmp_path).position(FEED, 0))  # the next owner's recovery rolls the moves forward
     assert _positions(read_stream(storage, DATASET)) == [(0, o) for o in range(1500)]
     assert stream_view(storage, DATASET).pending == {}
 
