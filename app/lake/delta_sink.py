@@ -109,7 +109,8 @@ class _TableCommitter:
         while self.queue:
             group, rest, seen = [], [], set()
             for pending in self.queue:  # one batch per partition per commit (lanes queue one anyway)
-                (rest if pending.app_id in seen else group).append(pending)
+                full = not self.sink.group_commits and bool(group)
+                (rest if pending.app_id in seen or full else group).append(pending)
                 seen.add(pending.app_id)
             self.queue = rest
             try:
@@ -202,8 +203,10 @@ class DeltaLakeSink(Sink):
 
     name = "lake"
 
-    def __init__(self, settings: LakeSettings, storage: LakeStorage | None = None) -> None:
+    def __init__(self, settings: LakeSettings, storage: LakeStorage | None = None, *, group_commits: bool = True) -> None:
+        """``group_commits=False``: one commit per partition batch (the benchmark's reference only)."""
         self.settings = settings
+        self.group_commits = group_commits
         self.storage = storage or open_lake_storage(settings)
         self.ledger = DeltaLedger(settings)
         self.compression = "UNCOMPRESSED" if settings.compression == "none" else settings.compression.upper()
