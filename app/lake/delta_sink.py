@@ -151,7 +151,7 @@ class _TableCommitter:
         table, settings = self.table, self.sink.settings
         landed: list[int] = []
         parts: list[pa.Table] = []
-        transactions = []
+        committing: list[_Pending] = []
         for pending in group:
             held = read_position(table, pending.topic, pending.partition)
             self.sink.remember(self.dataset, pending.topic, pending.partition, held)
@@ -163,8 +163,8 @@ class _TableCommitter:
                 rows = rows.filter(pc.greater(rows.column("_kafka_offset"), held))
             parts.append(rows)
             landed.append(rows.num_rows)
-            transactions.append(Transaction(pending.app_id, pending.last_offset))
-        if not transactions:
+            committing.append(pending)
+        if not committing:
             return landed
         creating = table is None
         write_deltalake(
@@ -177,20 +177,19 @@ class _TableCommitter:
             storage_options=(storage_options(settings) or None) if creating else None,
             writer_properties=WriterProperties(compression=self.sink.compression),
             commit_properties=CommitProperties(
-                app_transactions=transactions,
+                app_transactions=[Transaction(p.app_id, p.last_offset) for p in committing],
                 custom_metadata={
                     "txlake.writer": WRITER,
-                    "txlake.batches": ",".join(f"{p.topic}[{p.partition}]{p.first_offset}..{p.last_offset}" for p in group),
+                    "txlake.batches": ",".join(f"{p.topic}[{p.partition}]{p.first_offset}..{p.last_offset}" for p in committing),
                 },
             ),
         )
         if creating:
             self.table = open_table(settings, self.dataset)
-        for transaction in transactions:
-            topic, _, partition = transaction.app_id.removeprefix("txlake-").rpartition("-")
-            self.sink.remember(self.dataset, topic, int(partition), transaction.version)
+        for pending in committing:
+            self.sink.remember(self.dataset, pending.topic, pending.partition, pending.last_offset)
         metrics.DELTA_COMMITS.labels(self.dataset).inc()
-        metrics.DELTA_COMMIT_BATCHES.labels(self.dataset).observe(len(transactions))
+        metrics.DELTA_COMMIT_BATCHES.labels(self.dataset).observe(len(committing))
         return landed
 
 
