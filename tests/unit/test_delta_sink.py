@@ -286,3 +286,16 @@ async def test_a_stream_export_into_a_delta_lake_is_refused_clearly(tmp_path):
     assert status.state == "failed"
     assert "lake.format = delta" in " ".join(status.errors)
     assert not (tmp_path / FEED.dataset).exists()  # nothing written, ksqlDB never asked
+
+
+async def test_the_report_counts_rows_per_day_from_the_log_not_a_glob(tmp_path, records):
+    from collections import Counter
+
+    from app.ops.report import lake_rows_per_day
+
+    await _land_small_batches(tmp_path, records, batches=2)
+    committed = next((tmp_path / FEED.dataset).glob("year=*/month=*/day=*/part-*.parquet"))
+    committed.with_name("part-orphan.parquet").write_bytes(committed.read_bytes())  # a killed commit's file
+    expected = Counter((r.event_timestamp.year, r.event_timestamp.month, r.event_timestamp.day) for r in records)
+    rows = lake_rows_per_day(_settings(tmp_path), FEED)
+    assert [(y, m, d, n) for y, m, d, n, _files in rows] == sorted((*day, n) for day, n in expected.items())
