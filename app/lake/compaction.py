@@ -168,6 +168,7 @@ class CompactionJournal:
     before: dict[str, int]  # the day's files and bytes before the run
     after: dict[str, int]  # ... and after it
     owner: str
+    started_at: str
     committed_at: str
 
     @property
@@ -302,7 +303,7 @@ class HiveCompactor:
 
     def compact_day(self, dataset: str, day: DayPartition, fence: Callable[[], None] = lambda: None) -> DayResult:
         """Compact one day (steps 1-6). Raises :class:`LeaseLost`, :class:`CompactionError`, OSError."""
-        started, cpu = time.monotonic(), time.process_time()
+        started, cpu, started_at = time.monotonic(), time.process_time(), _now()
         recovered = self.recover_day(dataset, day)
         files = self.day_files(dataset, day)
         result = DayResult(dataset, str(day), "skipped", files_before=len(files),
@@ -332,7 +333,7 @@ class HiveCompactor:
                 rows=sum(w.rows for w in written),
                 before={"files": len(files), "bytes": sum(f.size for f in files)},
                 after={"files": len(kept) + len(written), "bytes": sum(f.size for f in kept) + sum(w.size for w in written)},
-                owner=self.owner, committed_at=_now(),
+                owner=self.owner, started_at=started_at, committed_at=_now(),
             )
             fence()
             if active_journals(self.storage, dataset, day):

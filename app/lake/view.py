@@ -43,7 +43,7 @@ from app.lake.files import list_tree, native
 from app.lake.sink import DATA_FILE_NAME, DayPartition, read_ledger
 from app.lake.storage import CONTROL_DIR, LakeStorage, LocalStorage
 
-__all__ = ["StreamView", "ViewFile", "read_stream", "stream_view"]
+__all__ = ["StreamView", "ViewFile", "read_stream", "stream_view", "vanished"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,13 +222,14 @@ def read_stream(storage: LakeStorage, dataset: str, columns: list[str] | None = 
         try:
             return view.read(storage, columns)
         except OSError as exc:
-            if attempt == attempts - 1 or not _vanished(exc):
+            if attempt == attempts - 1 or not vanished(exc):
                 raise
             logger.debug("lake view of %s: a file vanished (%s); reading again", dataset, exc)
     raise AssertionError("unreachable")
 
 
-def _vanished(exc: OSError) -> bool:
-    """A file listed in the view is gone (local: FileNotFoundError; S3: pyarrow's NoSuchKey OSError)."""
+def vanished(exc: BaseException) -> bool:
+    """Whether a read failed because a listed file is gone (local: FileNotFoundError; S3: pyarrow's OSError)."""
     text = str(exc).lower()
-    return isinstance(exc, FileNotFoundError) or any(s in text for s in ("not found", "nosuchkey", "does not exist"))
+    return isinstance(exc, FileNotFoundError) or isinstance(exc, OSError) and any(
+        s in text for s in ("not found", "nosuchkey", "resource_not_found", "does not exist", "no such file"))

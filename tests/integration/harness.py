@@ -211,7 +211,8 @@ def stream_topics(deployment: Deployment) -> StreamTopics:
     )
 
 
-async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None):
+async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None,
+                       days: int = 3, late_fraction: float = 0.05):
     """Produce like `txlake produce`; returns the ProduceReport."""
     s = deployment.settings
     return await produce(
@@ -223,4 +224,6 @@ async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: da
         anonymization_key=s.anonymization.key.get_secret_value().encode(),
         blacklist=s.blacklist,
         now=now,
+        days=days,
+        late_fraction=late_fraction,
     )

@@ -15,7 +15,6 @@ import aiomysql
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -23,7 +22,8 @@ from app.core.feeds import Feed
 from app.core.security import kafka_client_options, mysql_ssl_context
 from app.core.settings import LakeSettings, Settings
 from app.lake.delta import open_table, read_position, to_dataset
-from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage
+from app.lake.storage import LakeStorage
+from app.lake.view import stream_view, vanished
 from models.tables import TableSpec
 
 __all__ = [
@@ -147,20 +147,25 @@ async def read_partition(
     return messages
 
 
-def lake_columns(storage: LakeStorage, dataset: str, columns: list[str]) -> pa.Table | None:
-    """Only ``columns`` of a dataset's visible files (never staged ones); None when it has none."""
-    if isinstance(storage, LocalStorage):
-        path, filesystem = str(storage.root / dataset), None
-    else:
-        assert isinstance(storage, ObjectStorage)
-        path, filesystem = storage.key(dataset), storage.filesystem
-    try:
-        dataset_ = ds.dataset(path, filesystem=filesystem, format="parquet")
-    except FileNotFoundError:
-        return None
-    if not dataset_.files:
-        return None
-    return dataset_.to_table(columns=columns)
+def lake_columns(storage: LakeStorage, dataset: str, columns: list[str], attempts: int = 5) -> pa.Table | None:
+    """Only ``columns`` of a dataset's visible files (never staged ones); None when it has none.
+
+    The files are those of the catalog's view (:func:`app.lake.view.stream_view`), without its row
+    filter: compacted files count like any other, and during an S3 compaction the journal's outputs
+    stand in for the files it replaced, so verify sees every row once while compaction runs. A file
+    that vanishes between listing and reading (a compaction replaced it) makes it look again.
+    """
+    for attempt in range(attempts):
+        view = stream_view(storage, dataset)
+        files = view.to_dataset(storage, visible_only=False)
+        if files is None:
+            return None
+        try:
+            return files.to_table(columns=columns)
+        except OSError as exc:
+            if attempt == attempts - 1 or not vanished(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def delta_lake_columns(
