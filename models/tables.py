@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
-from models.transaction import InvalidRecord, Record, _reason
+from models.transaction import InvalidRecord, Record, invalid_record
 
 __all__ = [
     "TABLES",
@@ -209,7 +209,7 @@ def decode_row(spec: TableSpec, key: bytes | None, value: bytes | None) -> Table
     try:
         return TableRow(columns, spec.model.model_validate_json(value))
     except ValidationError as exc:
-        raise InvalidRecord(_reason(spec.model, value, exc)) from None
+        raise invalid_record(spec.model, value, exc) from None
 
 
 def encode_value(record: Record) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, TypeVar
 
 from pydantic import (
@@ -41,11 +42,13 @@ __all__ = [
     "PaymentMethod",
     "Product",
     "Record",
+    "Rejection",
     "Transaction",
     "User",
     "construct_trusted",
     "decode",
     "event_timestamp_of",
+    "invalid_record",
     "to_wire",
 ]
 
@@ -207,12 +210,25 @@ def to_wire(record: Record) -> bytes:
     return record.model_dump_json(by_alias=True).encode()
 
 
-class InvalidRecord(ValueError):
-    """A Kafka value that is not a valid record; `reason` is one short line, safe to log."""
+class Rejection(StrEnum):
+    """Why a record was rejected: the stable label of its dead letter and of its metric."""
 
-    def __init__(self, reason: str) -> None:
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    INVALID_RECORD = "invalid_record"
+
+
+class InvalidRecord(ValueError):
+    """A Kafka value that is not a valid record: it can never land, so it is dead-lettered.
+
+    ``kind`` is the :class:`Rejection` (typed: never parsed from the text); ``reason`` is one
+    short line for humans, safe to log (it never echoes the payload).
+    """
+
+    def __init__(self, reason: str, kind: Rejection = Rejection.INVALID_RECORD) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 _MAX_REASON = 300
@@ -227,33 +243,34 @@ def decode(kind_model: type[R], raw: bytes) -> R:
     try:
         return kind_model.model_validate_json(raw)
     except ValidationError as exc:
-        raise InvalidRecord(_reason(kind_model, raw, exc)) from None
+        raise invalid_record(kind_model, raw, exc) from None
 
 
-def _reason(kind_model: type[Record], raw: bytes | None, exc: ValidationError) -> str:
+def invalid_record(kind_model: type[Record], raw: bytes | None, exc: ValidationError) -> InvalidRecord:
+    """The :class:`InvalidRecord` explaining why pydantic rejected ``raw`` as a ``kind_model``."""
     if not raw:
-        return "empty value"
+        return InvalidRecord("empty value")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        return f"not UTF-8 (byte {err.start})"
+        return InvalidRecord(f"not UTF-8 (byte {err.start})", Rejection.NOT_UTF8)
     except AttributeError:
-        return f"not bytes ({type(raw).__name__})"
+        return InvalidRecord(f"not bytes ({type(raw).__name__})")
     try:
         parsed = json.loads(text)
     except ValueError as err:
-        return f"not JSON ({err.msg} at char {err.pos})"
+        return InvalidRecord(f"not JSON ({err.msg} at char {err.pos})", Rejection.NOT_JSON)
     except RecursionError:  # pydantic-core stops at its own depth limit; json.loads overflows the stack
-        return "not JSON (nested too deeply)"
+        return InvalidRecord("not JSON (nested too deeply)", Rejection.NOT_JSON)
     if not isinstance(parsed, dict):
-        return f"not a JSON object ({type(parsed).__name__})"
+        return InvalidRecord(f"not a JSON object ({type(parsed).__name__})")
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     first = errors[0]
     where = ".".join(str(part) for part in first["loc"]) or "(record)"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     message = first["msg"].removeprefix("Value error, ")
     reason = f"invalid {_record_name(kind_model)}: {where}: {message}{more}"
-    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+    return InvalidRecord(reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…")
 
 
 def _record_name(kind_model: type[Record]) -> str:

@@ -1,10 +1,13 @@
-"""txlake's exceptions: one root, and two markers that decide what happens next.
+"""txlake's exceptions: one root, and the marker that decides what happens next.
 
 * :class:`TransientError` -- the world is temporarily broken (MySQL down, disk
   full, broker unreachable). The batch is retried with backoff, never skipped,
   never dead-lettered.
-* :class:`TerminalError` -- this *record* can never land (not JSON, not a valid
-  transaction). It goes to the dead-letter topic and the rest of its batch lands.
+* A *record* that can never land (not JSON, not a valid transaction) is a
+  :class:`models.transaction.InvalidRecord` carrying its typed
+  :class:`~models.transaction.Rejection`: it goes to the dead-letter topic and the
+  rest of its batch lands.
+* :class:`ConfigurationError` -- the settings or the feeds file are wrong: the command exits 2.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "LakeSinkError",
-    "TerminalError",
     "TransientError",
     "TxlakeError",
     "WarehouseSinkError",
@@ -25,10 +27,6 @@ class TxlakeError(Exception):
 
 class TransientError(TxlakeError):
     """Retry later: the same call may succeed once the outside world recovers."""
-
-
-class TerminalError(TxlakeError):
-    """Give up on this record: no retry can make it land."""
 
 
 class ConfigurationError(TxlakeError):

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
+from app.ops.kafka_positions import read_positions
 from app.runtime.sinks import build_sinks
 
 __all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
@@ -55,34 +55,11 @@ class PartitionProgress:
         return all(held >= self.last_offset for held in self.positions.values())
 
 
-async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())  # describing a missing topic may auto-create it
-        described = await admin.describe_topics([topic for topic in topics if topic in existing])
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(topic["topic"], p["partition"])
-        for topic in described
-        if not topic.get("error_code")
-        for p in topic["partitions"]
-    ]
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions) if partitions else {}
-        return {tp: end - 1 for tp, end in ends.items()}
-    finally:
-        await consumer.stop()
-
-
 async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[PartitionProgress]:
     """The progress of every partition of every feed (and of the deltas topic when deriving)."""
     source = derivation_source(feeds) if settings.tables.derive else None
     topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
-    last = await _last_offsets(settings, topics)
+    last = (await read_positions(settings, topics)).last_offset
     deltas_partitions = sum(tp.topic == settings.table_deltas_topic for tp in last) if source else None
     sinks = build_sinks(settings, feeds, None, deltas_partitions or None)
     rows = []

@@ -75,11 +75,21 @@ Position = Callable[[Feed, int], Awaitable[int]]
 class StreamFetcher(ConsumerRebalanceListener):
     """One aiokafka consumer in the worker's group for every stream feed."""
 
-    def __init__(self, settings: Settings, feeds: Sequence[Feed], deliver: Deliver, held_through: Position) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        feeds: Sequence[Feed],
+        deliver: Deliver,
+        held_through: Position,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``held_through`` gives a partition's resume position (the sinks'); ``clock`` times the
+        rotate interval (monotonic seconds; a test passes its own)."""
         self.settings = settings
         self.feeds = {feed.topic: feed for feed in feeds}
         self.deliver = deliver
         self.held_through = held_through
+        self.clock = clock
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalancing = False
         self._assigned: set[TopicPartition] = set()
@@ -137,7 +147,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         while not self._stopping.is_set():
             self._apply_backpressure()
             records = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=flush_size)
-            now = time.monotonic()
+            now = self.clock()
             owned = self.consumer.assignment()
             for tp, fetched in records.items():
                 if tp not in owned:

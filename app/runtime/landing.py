@@ -28,9 +28,12 @@ from models.tables import decode_row
 from models.transaction import InvalidRecord, decode
 from models.wire import fast_decoder
 
-__all__ = ["FeedLanding", "Message", "RawMessage", "reason_of"]
+__all__ = ["DECODER_ERROR", "FeedLanding", "Message", "RawMessage", "reason_of"]
 
 logger = logging.getLogger(__name__)
+
+DECODER_ERROR = "decoder_error"
+"""The reason label of a value the decoder itself failed on (not an :class:`InvalidRecord`): a bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +55,8 @@ Message = RawMessage | ConsumerRecord
 
 
 def reason_of(error: Exception) -> str:
-    """The short, stable reason label of a decode failure."""
-    text = str(error)
-    if text.startswith("not UTF-8"):
-        return "not_utf8"
-    if text.startswith("not JSON"):
-        return "not_json"
-    if isinstance(error, InvalidRecord):
-        return "invalid_record"
-    return "decoder_error"
+    """The stable reason label of a decode failure: the record's :class:`Rejection`, or a decoder bug."""
+    return error.kind.value if isinstance(error, InvalidRecord) else DECODER_ERROR
 
 
 class FeedLanding:

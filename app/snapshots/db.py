@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import aiomysql
 
 from app.core.settings import MySQLSettings
 
-__all__ = ["connect"]
+__all__ = ["DatabaseClock", "connect"]
 
 
 @contextlib.asynccontextmanager
@@ -31,3 +32,18 @@ async def connect(settings: MySQLSettings, *, unbuffered: bool = False) -> Async
         yield connection
     finally:
         connection.close()
+
+
+class DatabaseClock:
+    """The clock snapshot leases are judged by: the database's, so the workers' own clocks never matter.
+
+    A lease (``heartbeat_at``) is renewed with the database's ``CURRENT_TIMESTAMP(6)``; recovery
+    asks this clock what time it is now. Tests pass a subclass that runs ahead instead of sleeping.
+    """
+
+    async def now(self, connection: aiomysql.Connection) -> datetime:
+        """The database's current time (UTC, naive, microseconds)."""
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT CURRENT_TIMESTAMP(6)")
+            (now,) = await cursor.fetchone()
+        return now

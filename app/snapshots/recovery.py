@@ -21,6 +21,7 @@ from app.core.metrics import SNAPSHOT_VERSIONS
 from app.core.settings import Settings
 from app.lake.files import remove_tree
 from app.lake.storage import LakeStorage
+from app.snapshots.db import DatabaseClock
 from app.snapshots.publish import publish_version
 from app.snapshots.registry import clear_path, list_versions
 
@@ -36,18 +37,21 @@ class RecoveryReport:
     cleaned: list[tuple[str, int]] = field(default_factory=list)
 
 
-async def recover(connection: aiomysql.Connection, settings: Settings, storage: LakeStorage) -> RecoveryReport:
-    """One recovery pass over every table's versions (see the module docstring)."""
+async def recover(
+    connection: aiomysql.Connection, settings: Settings, storage: LakeStorage, clock: DatabaseClock | None = None
+) -> RecoveryReport:
+    """One recovery pass over every table's versions (see the module docstring); leases end by ``clock``."""
     report = RecoveryReport()
+    now = await (clock or DatabaseClock()).now(connection)
     lease_us = int(settings.snapshots.lease_s * 1_000_000)
-    stale = "heartbeat_at < CURRENT_TIMESTAMP(6) - INTERVAL %s MICROSECOND"
-    for info in await list_versions(connection, None, f"status = 'building' AND {stale}", (lease_us,)):
+    stale = "heartbeat_at < %s - INTERVAL %s MICROSECOND"
+    for info in await list_versions(connection, None, f"status = 'building' AND {stale}", (now, lease_us)):
         async with connection.cursor() as cursor:
             await cursor.execute(
                 "UPDATE txlake_snapshot_versions SET status = 'failed', completed_at = CURRENT_TIMESTAMP(6), "
                 "error = %s, trigger_key = LEFT(CONCAT(trigger_key, '#failed-v', version), 255) "
                 f"WHERE table_name = %s AND version = %s AND status = 'building' AND {stale}",
-                (f"abandoned: taker {info.owner} stopped renewing its lease", info.table, info.version, lease_us),
+                (f"abandoned: taker {info.owner} stopped renewing its lease", info.table, info.version, now, lease_us),
             )
             changed = cursor.rowcount == 1
         await connection.commit()
@@ -62,8 +66,8 @@ async def recover(connection: aiomysql.Connection, settings: Settings, storage: 
     pending = await list_versions(
         connection,
         None,
-        "status = 'complete' AND published_at IS NULL AND completed_at < CURRENT_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
-        (lease_us,),
+        "status = 'complete' AND published_at IS NULL AND completed_at < %s - INTERVAL %s MICROSECOND",
+        (now, lease_us),
     )
     for info in pending:
         logger.info("%s v%d is complete but not published: rolling forward", info.table, info.version)

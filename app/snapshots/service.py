@@ -43,7 +43,7 @@ from app.core.settings import Settings
 from app.lake.files import remove_tree
 from app.lake.storage import LakeStorage, open_lake_storage
 from app.snapshots.commit import commit_version
-from app.snapshots.db import connect
+from app.snapshots.db import DatabaseClock, connect
 from app.snapshots.errors import SnapshotError, VersionLost
 from app.snapshots.files import VersionFileWriter
 from app.snapshots.publish import publish_version, refresh_catalog
@@ -71,9 +71,11 @@ logger = logging.getLogger(__name__)
 class Snapshotter:
     """Takes, lists, recovers and expires the snapshot versions of one deployment."""
 
-    def __init__(self, settings: Settings, storage: LakeStorage | None = None) -> None:
+    def __init__(self, settings: Settings, storage: LakeStorage | None = None, clock: DatabaseClock | None = None) -> None:
+        """``clock`` judges leases (default: the database's, :class:`DatabaseClock`)."""
         self.settings = settings
         self.storage = storage or open_lake_storage(settings.lake)
+        self.clock = clock or DatabaseClock()
         self.owner = taker_identity()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -152,7 +154,7 @@ class Snapshotter:
     async def maintain(self) -> RecoveryReport:
         """Recovery, then retention, then a catalog refresh for every table (idempotent)."""
         async with connect(self.settings.mysql) as connection:
-            report = await recover(connection, self.settings, self.storage)
+            report = await recover(connection, self.settings, self.storage, self.clock)
             for spec in TABLES.values():
                 await expire_old_versions(connection, self.storage, spec, self.settings.snapshots.retention_versions)
                 versions = await list_versions(connection, spec.name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import uuid
 from collections import Counter
@@ -22,6 +21,7 @@ from app.core.settings import Settings
 from app.ops.topics import create_topics
 from app.tables.state import state_table_names
 from tools.loadgen import StreamTopics, produce
+from tools.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TXLAKE = str(REPO_ROOT / ".venv" / "bin" / "txlake")
@@ -73,12 +73,6 @@ async def make_deployment(tmp_path: Path, warehouse: Any, partitions: int = 2, *
     feeds = load_feeds(settings)
     await create_topics(settings, feeds, partitions)
     return Deployment(env, settings, feeds, tmp_path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import aiomysql
 
 from app.core.settings import Settings
+from app.snapshots.db import DatabaseClock
 
 __all__ = ["fetchall", "live_settings", "write_live"]
 
@@ -64,3 +66,13 @@ async def write_live(
                 (partition, landed),
             )
         await conn.commit()
+
+
+class DatabaseClockAhead(DatabaseClock):
+    """The database's clock, run ``seconds`` ahead: leases end without the test sleeping."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def now(self, connection):
+        return await super().now(connection) + timedelta(seconds=self.seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from app.ksqldb import (
     write_parquet,
 )
 from tests.ksqldb_server import Knobs, KsqlDBTestServer, loadgen_datasets
+from tools.ports import free_port
 
 DATASETS = loadgen_datasets(600)
 EARLIEST = {"auto.offset.reset": "earliest"}
@@ -169,9 +169,7 @@ async def test_5xx_is_retried_then_succeeds_and_gives_up_after_the_retries(serve
 
 
 async def test_connection_refused_is_unavailable_after_retries() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     settings = KsqlDBSettings(url=f"http://127.0.0.1:{port}", retries=2, retry_backoff_s=0.01)
     async with KsqlDBClient(settings) as client:
         with pytest.raises(KsqlDBUnavailable, match="ConnectError"):
@@ -227,9 +225,7 @@ async def test_query_stream_over_http2_when_the_server_offers_it(tmp_path: Path)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = KsqlDBTestServer(DATASETS)
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]

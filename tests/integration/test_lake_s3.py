@@ -8,7 +8,6 @@ bucket and lands under ``s3://<bucket>/lake``. Kafka and MariaDB are not needed.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from app.lake.ledger import read_landed_through
 from app.lake.sink import LakeSink
 from app.lake.storage import ObjectStorage, open_lake_storage
 from tools.loadgen import generate
+from tools.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -41,19 +41,13 @@ KEY_ID, SECRET = "txlake-test", "txlake-test-secret"  # moto accepts any credent
 START_TIMEOUT_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server on 127.0.0.1 for the whole session (fails the tests if it cannot start)."""
     executable = Path(sys.executable).parent / "moto_server"
     if not executable.exists():
         pytest.fail(f"{executable} not found: install the dev extra (pip install -c constraints.txt -e '.[dev]')")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with open(log_path, "wb") as log:

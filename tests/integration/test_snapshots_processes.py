@@ -18,7 +18,8 @@ import pytest
 
 from app.snapshots import Snapshotter
 from tests.integration.harness import REPO_ROOT, TXLAKE
-from tests.integration.snapshot_helpers import fetchall, live_settings, write_live
+from tests.integration.snapshot_helpers import DatabaseClockAhead, fetchall, live_settings, write_live
+from tools.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -77,7 +78,7 @@ async def test_a_taker_killed_mid_version_leaves_nothing_visible_and_recovery_fa
     assert await fetchall(warehouse_conn, "SELECT COUNT(*) FROM v_fact_payment_method_totals_latest") == [(0,)]
     assert not (lake / "tables" / "payment_method_totals").exists()
 
-    await asyncio.sleep(3.5)  # the lease runs out
+    snapshotter.clock = DatabaseClockAhead(3.5)  # the lease has run out
     report = await snapshotter.maintain()
     assert report.failed == [("payment_method_totals", version)]
     (failed,) = await snapshotter.versions("payment_method_totals")
@@ -91,7 +92,7 @@ async def test_http_post_needs_the_token_and_get_lists_versions(deploy, warehous
     await write_live(warehouse_conn, ROWS, {0: 3, 1: 4})
     deployment = await deploy(TXLAKE_WEB__API_TOKEN="s3cret-token", TXLAKE_SNAPSHOTS__SCHEDULE="")
     with_token = deployment.worker().start()
-    without_token = deployment.worker(TXLAKE_WEB__API_TOKEN="", TXLAKE_WEB__PORT=str(_free_port())).start()
+    without_token = deployment.worker(TXLAKE_WEB__API_TOKEN="", TXLAKE_WEB__PORT=str(free_port())).start()
     base = f"http://127.0.0.1:{deployment.settings.web.port}"
     other = f"http://127.0.0.1:{without_token.env['TXLAKE_WEB__PORT']}"
     async with httpx.AsyncClient(timeout=10) as client:
@@ -122,12 +123,6 @@ async def test_http_post_needs_the_token_and_get_lists_versions(deploy, warehous
         assert f'txlake_snapshot_latest_version{{table="{UTS}"}} 1.0' in metrics
     rows = await fetchall(warehouse_conn, "SELECT COUNT(*) FROM fact_user_transaction_summary WHERE snapshot_version = 1")
     assert rows == [(2,)]
-
-
-def _free_port() -> int:
-    from tests.integration.harness import free_port
-
-    return free_port()
 
 
 async def _until_up(client: httpx.AsyncClient, base: str, worker) -> None:
@@ -184,7 +179,7 @@ async def test_cli_takes_lists_and_describes_without_a_worker(warehouse_db, ware
 async def test_two_workers_on_one_schedule_make_one_version_per_table_and_fire_time(deploy, warehouse_conn):
     await write_live(warehouse_conn, ROWS, {0: 1})
     deployment = await deploy(TXLAKE_SNAPSHOTS__SCHEDULE="* * * * *")
-    workers = [deployment.worker().start(), deployment.worker(TXLAKE_WEB__PORT=str(_free_port())).start()]
+    workers = [deployment.worker().start(), deployment.worker(TXLAKE_WEB__PORT=str(free_port())).start()]
     query = (
         "SELECT table_name, trigger_key, COUNT(*), SUM(status = 'complete') FROM txlake_snapshot_versions "
         "WHERE triggered_by = 'schedule' GROUP BY table_name, trigger_key"

@@ -19,11 +19,21 @@ FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset
 P0, P1 = TopicPartition("tx", 0), TopicPartition("tx", 1)
 
 
-class ScriptedConsumer:
-    """Returns one scripted getmany() result per call, then stops the fetcher."""
+class Clock:
+    """Monotonic seconds that move only when a test says so."""
 
-    def __init__(self, fetcher: StreamFetcher, script: list[dict]) -> None:
-        self.fetcher, self.script = fetcher, list(script)
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedConsumer:
+    """Returns one scripted getmany() result per call (each call takes ``poll_s`` on the clock), then stops the fetcher."""
+
+    def __init__(self, fetcher: StreamFetcher, script: list[dict], clock: Clock, poll_s: float) -> None:
+        self.fetcher, self.script, self.clock, self.poll_s = fetcher, list(script), clock, poll_s
         self.paused_partitions: set[TopicPartition] = set()
 
     def assignment(self) -> set[TopicPartition]:
@@ -38,10 +48,8 @@ class ScriptedConsumer:
     def resume(self, *partitions: TopicPartition) -> None:
         self.paused_partitions -= set(partitions)
 
-    pause_s = 0.0
-
     async def getmany(self, timeout_ms: int, max_records: int) -> dict:
-        await asyncio.sleep(self.pause_s)
+        self.clock.now += self.poll_s
         if not self.script:
             self.fetcher.stop()
             return {}
@@ -55,7 +63,7 @@ def _records(tp: TopicPartition, first: int, last: int) -> list[ConsumerRecord]:
     ]
 
 
-async def _run(script: list[dict], flush_size: int = 3, rotate_ms: int = 60_000, land: bool = True, pause_s: float = 0):
+async def _run(script: list[dict], flush_size: int = 3, rotate_ms: int = 60_000, land: bool = True, poll_s: float = 0):
     delivered = []
 
     async def deliver(batch):
@@ -67,9 +75,9 @@ async def _run(script: list[dict], flush_size: int = 3, rotate_ms: int = 60_000,
         return -1
 
     settings = Settings(batching={"flush_size": flush_size, "rotate_interval_ms": rotate_ms})
-    fetcher = StreamFetcher(settings, [FEED], deliver, held_through)
-    fetcher.consumer = ScriptedConsumer(fetcher, script)
-    fetcher.consumer.pause_s = pause_s
+    clock = Clock()
+    fetcher = StreamFetcher(settings, [FEED], deliver, held_through, clock=clock)
+    fetcher.consumer = ScriptedConsumer(fetcher, script, clock, poll_s)
     fetcher._assigned = {P0, P1}
     await fetcher._fetch(flush_size, rotate_ms / 1000)
     await asyncio.sleep(0)
@@ -90,7 +98,7 @@ async def test_chunks_are_flush_size_per_partition_and_offsets_never_repeat():
 
 
 async def test_a_chunk_that_waited_the_rotate_interval_is_handed_over():
-    fetcher, delivered = await _run([{P1: _records(P1, 0, 1)}, {}], flush_size=100, rotate_ms=10, pause_s=0.02)
+    fetcher, delivered = await _run([{P1: _records(P1, 0, 1)}, {}], flush_size=100, rotate_ms=10, poll_s=0.02)
     assert [_offsets(batch) for batch in delivered] == [[(1, 0), (1, 1)]]
     assert fetcher._landed == {P1: 2}
 

@@ -34,6 +34,7 @@ from app.core.feeds import Feed
 from app.core.settings import Settings
 from app.lake.ledger import read_landed_through
 from app.lake.storage import LakeStorage, open_lake_storage
+from app.ops.kafka_positions import KafkaPositions, read_positions
 from app.ops.verify import sources
 from app.ops.verify.reconcile import PartitionFindings, PartitionPositions, reconcile_partition
 from app.ops.verify.tables import ChangelogFindings, LiveStateFindings, reconcile_table
@@ -99,7 +100,7 @@ class VerifyReport:
 class _Context:
     settings: Settings
     storage: LakeStorage
-    kafka: sources.KafkaPositions
+    kafka: KafkaPositions
     dead_letters: sources.DeadLetterIndex
     warehouse_ledgers: dict[tuple[str, str, int], int]
     settled: bool
@@ -182,7 +183,7 @@ async def verify_deployment(settings: Settings, feeds: tuple[Feed, ...], *, sett
     """
     started = time.monotonic()
     storage = open_lake_storage(settings.lake)
-    kafka = await sources.kafka_positions(settings, [feed.topic for feed in feeds] + [settings.dead_letter_topic])
+    kafka = await read_positions(settings, [feed.topic for feed in feeds] + [settings.dead_letter_topic], settings.kafka.group_id)
     dead_letters = await sources.read_dead_letters(settings, kafka)
     ledgers = await sources.warehouse_ledgers(settings) if any(feed.warehouse for feed in feeds) else {}
     context = _Context(settings, storage, kafka, dead_letters, ledgers, settled)

@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from app.core.feeds import Feed
 from app.core.security import kafka_client_options, mysql_ssl_context
@@ -24,16 +23,15 @@ from app.core.settings import LakeSettings, Settings
 from app.lake.delta import open_table, read_position, to_dataset
 from app.lake.storage import LakeStorage
 from app.lake.view import stream_view, vanished
+from app.ops.kafka_positions import KafkaPositions
 from models.tables import TableSpec
 
 __all__ = [
     "DeadLetterIndex",
     "FactSnapshot",
-    "KafkaPositions",
     "delta_lake_columns",
     "dimension_keys",
     "feed_lake_columns",
-    "kafka_positions",
     "keys_through",
     "lake_columns",
     "live_fact_snapshot",
@@ -47,49 +45,6 @@ _TOPIC, _PARTITION, _OFFSET = "__connect.errors.topic", "__connect.errors.partit
 
 DeadLetterIndex = dict[tuple[str, int], list[int]]
 """(source topic, partition) -> the offsets of its dead letters, one entry per dead letter."""
-
-
-class KafkaPositions:
-    """Per topic partition: log start, last offset, and the consumer group's committed position."""
-
-    def __init__(self) -> None:
-        self.log_start: dict[TopicPartition, int] = {}
-        self.last_offset: dict[TopicPartition, int] = {}
-        self.committed: dict[TopicPartition, int] = {}
-
-    def partitions(self, topic: str) -> list[int]:
-        return sorted(tp.partition for tp in self.last_offset if tp.topic == topic)
-
-
-async def kafka_positions(settings: Settings, topics: Iterable[str]) -> KafkaPositions:
-    """Log start and last offsets of every partition of ``topics``, and the group's commits."""
-    positions = KafkaPositions()
-    admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-        committed = await admin.list_consumer_group_offsets(settings.kafka.group_id)
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(topic["topic"], p["partition"])
-        for topic in described
-        if not topic.get("error_code")
-        for p in topic["partitions"]
-    ]
-    positions.committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-    if not partitions:
-        return positions
-    consumer = AIOKafkaConsumer(**kafka_client_options(settings.kafka), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        starts = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    positions.log_start = dict(starts)
-    positions.last_offset = {tp: end - 1 for tp, end in ends.items()}
-    return positions
 
 
 async def read_dead_letters(settings: Settings, kafka: KafkaPositions, idle_timeout_s: float = 10.0) -> DeadLetterIndex:

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app.core.feeds import Feed
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
+from app.ops.kafka_positions import KafkaPositions
 from app.ops.verify import sources
 from app.ops.verify.reconcile import offset_ranges
 from models.tables import TableSpec, decode_row
@@ -217,7 +218,7 @@ async def reconcile_table(
     settings: Settings,
     feed: Feed,
     partitions: list[int],
-    kafka: sources.KafkaPositions,
+    kafka: KafkaPositions,
     dead_letters: sources.DeadLetterIndex,
     *,
     settled: bool,
