@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: check demo test unit configdoc bench bench-tables bench-derived bench-export up down install clean
+.PHONY: check demo test unit configdoc bench bench-tables bench-derived bench-delta bench-lake bench-export up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -33,6 +33,9 @@ bench-tables:       ## the table path: derivation throughput, produce-to-MySQL l
 
 bench-derived:      ## the derived streams' cost: worker CPU-µs per transaction with and without stream derivation, back to back (bench/results/derived-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.derived
+
+bench-delta:        ## Delta against hive Parquet: lake sink landing throughput back to back (bench/results/delta-LATEST.*)
+	bash scripts/bootstrap.sh && .venv/bin/python -m bench.delta
 
 bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (bench/results/export-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000

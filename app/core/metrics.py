@@ -12,11 +12,18 @@ __all__ = [
     "BATCH_RECORDS",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
+    "DELTA_COMMITS",
+    "DELTA_COMMIT_BATCHES",
+    "DELTA_COMMIT_CONFLICTS",
     "DEAD_LETTER_TOPIC_RECORDS",
     "DERIVED_RECORDS",
     "EXPORTS",
     "EXPORT_DURATION",
     "EXPORT_ROWS",
+    "LAKE_COMPACTED_ROWS",
+    "LAKE_COMPACTIONS",
+    "LAKE_COMPACTION_SECONDS",
+    "LAKE_VACUUMED_FILES",
     "LEDGER_POSITION",
     "PARTITION_HELD",
     "PARTITION_HOLDS",
@@ -141,4 +148,33 @@ EXPORT_DURATION = Histogram(
     "Time from start to final state of one export, by kind.",
     ["kind"],
     buckets=(1, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
+DELTA_COMMITS = Counter(
+    "txlake_delta_commits_total", "Delta table commits of landed batches (lake.format = delta), by dataset.", ["dataset"]
+)
+DELTA_COMMIT_BATCHES = Histogram(
+    "txlake_delta_commit_batches",
+    "Partition batches carried by one Delta commit (group commit), by dataset.",
+    ["dataset"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+DELTA_COMMIT_CONFLICTS = Counter(
+    "txlake_delta_commit_conflicts_total",
+    "Delta commits refused because another writer committed the same application id (or the metadata) first; "
+    "the batches are filtered against the newer log and committed again.",
+    ["dataset"],
+)
+LAKE_COMPACTIONS = Counter(
+    "txlake_lake_compactions_total",
+    "Day partitions the worker's maintenance schedule handled, by dataset and status (compacted, skipped, busy, failed).",
+    ["dataset", "status"],
+)
+LAKE_COMPACTED_ROWS = Counter("txlake_lake_compacted_rows_total", "Rows rewritten by compaction, by dataset.", ["dataset"])
+LAKE_COMPACTION_SECONDS = Histogram(
+    "txlake_lake_compaction_seconds",
+    "Wall time of one day's compaction.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+LAKE_VACUUMED_FILES = Counter(
+    "txlake_lake_vacuumed_files_total", "Leftover files removed by vacuum, by dataset.", ["dataset"]
 )

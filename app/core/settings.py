@@ -37,6 +37,7 @@ from models.derive import Blacklist
 __all__ = [
     "AnonymizationSettings",
     "BatchingSettings",
+    "CompactionSettings",
     "ErrorsSettings",
     "HealthSettings",
     "KafkaSettings",
@@ -146,8 +147,80 @@ class MySQLSettings(_Section):
     )
 
 
+class CompactionSettings(_Section):
+    """Compaction of closed day partitions and removal of leftovers (docs/lake.md, ``txlake lake compact``).
+
+    Names follow Kafka Connect's ``*.interval.ms`` style. A day partition is *closed* when no new
+    file reached it for ``close_idle_ms``, or when its end (the next UTC midnight) is more than
+    ``close_lateness_ms`` ago; a closed day with at least ``min_files`` files below the target size
+    is rewritten into files of about ``target_file_bytes``, rows sorted by ``sort_columns``.
+    """
+
+    enabled: bool = Field(
+        True, description="Run compaction and vacuum on a schedule inside the worker (the CLI works either way)."
+    )
+    check_interval_ms: int = Field(
+        300_000, ge=1000, description="How often a worker looks for closed days to compact (and vacuums)."
+    )
+    close_idle_ms: int = Field(
+        900_000, ge=0, description="A day is closed once no new file has landed in it for this long."
+    )
+    close_lateness_ms: int | None = Field(
+        86_400_000,
+        ge=0,
+        description="A day is also closed once its end (next UTC midnight) is this far in the past, even if late "
+        "events still trickle in (they land as new files; the next pass merges them). Null: idle rule only.",
+    )
+    target_file_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="Size of the files a day is rewritten into (the last one is smaller)."
+    )
+    min_files: int = Field(
+        2, ge=2, description="A closed day is rewritten only when it has at least this many files below the target size."
+    )
+    sort_columns: tuple[str, ...] = Field(
+        ("event_timestamp",), min_length=1, description="Rows of a compacted day are sorted by these columns."
+    )
+    compression: str | None = Field(
+        None, description="Parquet codec of compacted files (snappy, zstd, gzip, none); null: lake.compression."
+    )
+    memory_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Arrow memory one rewrite may hold. A larger day is sorted in event-time ranges, one pass per range.",
+    )
+    lease_ms: int = Field(
+        120_000, ge=1000, description="Lease on a dataset-day while it is compacted (renewed every third); one owner across workers."
+    )
+    vacuum_retention_ms: int = Field(
+        3_600_000,
+        ge=0,
+        description="Vacuum removes leftovers of crashed writers (uncommitted staged files, abandoned compaction "
+        "work) once this old.",
+    )
+
+
 class LakeSettings(_Section):
-    """Where the Parquet lake lives."""
+    """Where the Parquet lake lives, and in which table format."""
+
+    format: Literal["hive", "delta"] = Field(
+        "hive",
+        description="hive: plain Snappy Parquet files in year=/month=/day= directories, readable by any Parquet "
+        "reader (the default). delta: each stream dataset is a Delta Lake table (delta-rs) with the same "
+        "directories, the Kafka offsets in its log; read it with a Delta-aware reader (docs/lake-delta.md).",
+    )
+    delta_checkpoint_interval: int = Field(
+        10,
+        ge=1,
+        description="delta.checkpointInterval of the Delta tables txlake creates: a checkpoint every N commits keeps "
+        "the cost of a commit and of opening the table flat.",
+    )
+    delta_vacuum_retention_hours: float = Field(
+        168.0,
+        ge=1,
+        description="vacuum removes files no longer in the Delta table (replaced by optimize, or written by a crashed "
+        "commit) once this old. Readers of older table versions and commits still in flight need them: keep it "
+        "well above the longest query and commit.",
+    )
 
     root: Path | str = Field(
         Path("lake"),
@@ -175,6 +248,7 @@ class LakeSettings(_Section):
         None, description="S3 access key; unset: the standard AWS credential chain (env, IRSA, instance profile)."
     )
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key, with s3_access_key_id.")
+    compaction: CompactionSettings = CompactionSettings()
 
     @field_validator("root", mode="before")
     @classmethod

@@ -12,13 +12,14 @@ between them:
   and commits batches in offset order, each beyond the ledger; a file whose first offset is
   ``≤ C[p]`` therefore holds only offsets ``≤ C[p]`` (the export replaces it), one whose first
   offset is ``> C[p]`` only offsets ``> C[p]`` (kept as is). Exported files use the same naming.
-* **One atomic exchange per day.** The new day directory is assembled under
-  ``_txlake/exports/work/…``: the exported files plus hard links of the live files that are kept.
-  Then ``renameat2(RENAME_EXCHANGE)`` swaps it with the live ``year=/month=/day=`` directory in
-  one step: a reader listing the day sees the old set of files or the new set, never a mix. A
-  file the streaming path moved into the day in the instant between assembling and exchanging
-  ends up in the old directory; :meth:`DaySwap.settle` moves it into the live day right after
-  (so such a file can be missing from a listing for that instant -- never duplicated, never lost).
+* **Compacted files** (``part-…`` from :mod:`app.lake.compaction`) hold only offsets that had
+  landed before the export took the dataset lock (compaction holds the same lock), so they are
+  at or below the cut: the export replaces them too.
+* **One atomic exchange per day** (:class:`app.lake.day_swap.DaySwap`). The new day directory is
+  assembled under ``_txlake/exports/work/…``: the exported files plus hard links of the live files
+  that are kept. Then ``renameat2(RENAME_EXCHANGE)`` swaps it with the live ``year=/month=/day=``
+  directory in one step, under the day's exclusive lock that the sink's moves take shared: a
+  reader listing the day sees the old set of files or the new set, never a mix, never a gap.
 * **Crash safety.** The work directory's journal names each day before its exchange;
   :func:`recover_work` settles or discards whatever a killed export left (run at the start of
   every export of the dataset). Before the first exchange nothing visible has changed.
@@ -26,35 +27,25 @@ between them:
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import json
 import logging
 import os
-import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.lake.compaction import is_compacted_file
+from app.lake.day_lock import move_into_day
+from app.lake.day_swap import DaySwap
 from app.lake.ledger import LedgerEntry
-from app.lake.sink import DayPartition
+from app.lake.sink import DATA_FILE_NAME, DayPartition
 from app.lake.storage import CONTROL_DIR, LocalStorage
 
-__all__ = ["DaySwap", "FILE_NAME", "cut_of", "exchange", "recover_work", "work_root"]
+__all__ = ["ExportDaySwap", "FILE_NAME", "cut_of", "owned_by_export", "recover_work", "work_root"]
 
 logger = logging.getLogger(__name__)
 
-FILE_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<start>\d+)\.parquet$")
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def exchange(a: Path, b: Path) -> None:
-    """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``)."""
-    if _libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"renameat2 exchange {a} <-> {b}: {os.strerror(code)}")
+FILE_NAME = DATA_FILE_NAME
 
 
 def work_root(root: Path, dataset: str) -> Path:
@@ -68,22 +59,19 @@ def cut_of(root: Path, dataset: str, topic: str) -> dict[int, int]:
     cut: dict[int, int] = {}
     if not ledgers.is_dir():
         return cut
+    storage = LocalStorage(root, fsync=False)
     for path in ledgers.glob("*.json"):
         entry = LedgerEntry.from_json(path.read_bytes())
         for staged, final in entry.moves:  # the sink's own roll-forward, idempotent
-            source, target = root / staged, root / final
-            if source.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.replace(source, target)
-                except FileNotFoundError:
-                    pass  # the sink moved it in the meantime
+            move_into_day(storage, staged, final)
         cut[int(path.stem)] = entry.landed_through
     return cut
 
 
-def _owned_by_export(name: str, topic: str, cut: dict[int, int]) -> bool:
+def owned_by_export(name: str, topic: str, cut: dict[int, int]) -> bool:
     """Whether live file ``name`` holds only offsets at or below the cut (the export replaces it)."""
+    if is_compacted_file(name):
+        return True
     match = FILE_NAME.match(name)
     if match is None or match.group("topic") != topic:
         return False  # not a file of this feed's naming: left alone
@@ -91,77 +79,22 @@ def _owned_by_export(name: str, topic: str, cut: dict[int, int]) -> bool:
 
 
 @dataclass
-class DaySwap:
-    """Replace one day of ``dataset``: exported files in, files at or below the cut out."""
+class ExportDaySwap(DaySwap):
+    """A :class:`DaySwap` that replaces the files at or below the export's cut, with a journal."""
 
-    root: Path
-    dataset: str
-    topic: str
-    cut: dict[int, int]
-    work: Path
-    fsync: bool = True
+    topic: str = ""
+    cut: dict[int, int] = field(default_factory=dict)
 
-    def live(self, day: DayPartition) -> Path:
-        return self.root / self.dataset / day.path
+    @classmethod
+    def for_export(cls, root: Path, dataset: str, topic: str, cut: dict[int, int], work: Path,
+                   fsync: bool = True) -> ExportDaySwap:
+        return cls(root, dataset, lambda name: owned_by_export(name, topic, cut), work, fsync, topic, cut)
 
-    def assembled(self, day: DayPartition) -> Path:
-        return self.work / "new" / day.path
-
-    def live_files(self, day: DayPartition) -> list[str]:
-        live = self.live(day)
-        return sorted(entry.name for entry in os.scandir(live) if entry.is_file()) if live.is_dir() else []
-
-    def replaced_files(self, day: DayPartition) -> list[str]:
-        return [name for name in self.live_files(day) if _owned_by_export(name, self.topic, self.cut)]
-
-    def apply(self, day: DayPartition, files: list[tuple[Path, str]]) -> dict[str, int]:
-        """Exchange the live day with its assembled replacement; returns file counts."""
-        new, live = self.assembled(day), self.live(day)
-        new.mkdir(parents=True, exist_ok=True)
-        for staged, name in files:
-            os.replace(staged, new / name)
-        kept = replaced = 0
-        for name in self.live_files(day):
-            if _owned_by_export(name, self.topic, self.cut):
-                replaced += 1
-            else:
-                try:
-                    os.link(live / name, new / name)
-                    kept += 1
-                except FileNotFoundError:
-                    pass  # moved away meanwhile: settle() sorts it out
-        self._sync(new)
-        self._journal(day, "exchanging")
-        if live.is_dir():
-            exchange(new, live)
-        else:
-            live.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(new, live)
-            except OSError as exc:  # the sink created the day just now
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                exchange(new, live)
-        self._sync(live.parent)
-        self.settle(day)
+    def apply_export(self, day: DayPartition, files: list[tuple[Path, str]]) -> dict[str, int]:
+        """:meth:`DaySwap.apply` with the journal entries recovery needs (exchanging, done)."""
+        counts = self.apply(day, files, before_exchange=lambda d: self._journal(d, "exchanging"))
         self._journal(day, "done")
-        return {"written": len(files), "kept": kept, "replaced": replaced}
-
-    def settle(self, day: DayPartition) -> None:
-        """After an exchange (or instead of one): move stray streaming files into the live day, drop the rest."""
-        leftover, live = self.assembled(day), self.live(day)
-        if not leftover.is_dir():
-            return
-        for entry in os.scandir(leftover):
-            if entry.is_file() and not _owned_by_export(entry.name, self.topic, self.cut) \
-                    and not (live / entry.name).exists():
-                live.mkdir(parents=True, exist_ok=True)
-                os.replace(entry.path, live / entry.name)
-                logger.info("export: kept %s that landed during the swap of %s", entry.name, live)
-        shutil.rmtree(leftover)
-
-    def _sync(self, directory: Path) -> None:
-        LocalStorage(self.root, self.fsync).sync_directory(str(directory.relative_to(self.root)))
+        return counts
 
     def _journal(self, day: DayPartition, state: str) -> None:
         path = self.work / "journal.json"
@@ -186,8 +119,8 @@ def recover_work(root: Path, dataset: str) -> int:
         journal_path = work / "journal.json"
         if journal_path.exists():
             journal = json.loads(journal_path.read_text())
-            swap = DaySwap(root, journal["dataset"], journal["topic"],
-                           {int(p): int(o) for p, o in journal["cut"].items()}, work)
+            swap = ExportDaySwap.for_export(root, journal["dataset"], journal["topic"],
+                                            {int(p): int(o) for p, o in journal["cut"].items()}, work)
             for day_path, state in journal["days"].items():
                 if state == "exchanging":
                     year, month, day = (int(part.split("=")[1]) for part in day_path.split("/"))
@@ -196,4 +129,3 @@ def recover_work(root: Path, dataset: str) -> int:
         logger.warning("export: cleaned up the work of an interrupted export (%s)", work.name)
         count += 1
     return count
-

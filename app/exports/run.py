@@ -61,6 +61,12 @@ async def run_export(
 
     try:
         feed = resolve_feed(settings, request)
+        if feed is not None and settings.lake.format == "delta":
+            raise ExportError(
+                "stream exports replace whole day directories of the hive format; with lake.format = delta the "
+                "streams are Delta tables and a day is replaced by a Delta commit, which exports do not build yet "
+                "(see docs/lake-delta.md)"
+            )
         with DatasetLock(settings, request.dataset):
             async with KsqlDBClient(settings.ksqldb) as client:
                 await _check_source_kind(client, request)

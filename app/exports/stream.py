@@ -21,6 +21,7 @@ day either old or new, never mixed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -36,10 +37,11 @@ from pydantic import ValidationError
 from app.core.errors import TxlakeError
 from app.core.feeds import Feed
 from app.core.settings import Settings
-from app.exports.day_swap import FILE_NAME, DaySwap, cut_of, recover_work, work_root
+from app.exports.day_swap import FILE_NAME, ExportDaySwap, cut_of, recover_work, work_root
 from app.exports.request import ExportRequest
 from app.exports.status import ExportStatus
 from app.ksqldb import KsqlDBClient
+from app.lake.rewrite import OFFSETS_KEY, file_offsets
 from app.lake.sink import DayPartition
 from app.snapshots.db import connect
 from models.dimensions import DIMENSIONS, latest_rows
@@ -189,7 +191,7 @@ async def export_stream(
                 status.bytes = query.bytes
                 report()
         files = await asyncio.to_thread(stager.close)
-        swap = DaySwap(root, feed.dataset, feed.topic, cut, work, settings.lake.fsync)
+        swap = ExportDaySwap.for_export(root, feed.dataset, feed.topic, cut, work, settings.lake.fsync)
         _check_coverage(swap, request, stager)
         status.phase = "swapping"
         report()
@@ -215,7 +217,7 @@ def _remember_latest(seen: dict[Any, Any], dimension: Any, record: Any) -> None:
         seen[key] = record
 
 
-def _check_coverage(swap: DaySwap, request: ExportRequest, stager: _Stager) -> None:
+def _check_coverage(swap: ExportDaySwap, request: ExportRequest, stager: _Stager) -> None:
     """Refuse to replace records ksqlDB did not serve: nothing is changed then.
 
     Two checks per day and partition, on the live files the export would replace: none may
@@ -228,16 +230,14 @@ def _check_coverage(swap: DaySwap, request: ExportRequest, stager: _Stager) -> N
     for day in request.range.days():
         held: dict[int, int] = {}
         for name in swap.replaced_files(_day(day)):
-            match = FILE_NAME.match(name)
-            assert match is not None
-            partition, start = int(match.group("partition")), int(match.group("start"))
-            lowest = stager.lowest.get(partition)
-            if lowest is None or start < lowest:
-                raise ExportError(
-                    f"ksqlDB no longer serves offset {start} of partition {partition} that the lake holds "
-                    f"on {day} (Kafka retention?): the export would lose it, nothing was changed"
-                )
-            held[partition] = held.get(partition, 0) + _row_count(swap.live(_day(day)) / name)
+            for partition, (start, rows) in _held_offsets(swap.live(_day(day)) / name).items():
+                lowest = stager.lowest.get(partition)
+                if lowest is None or start < lowest:
+                    raise ExportError(
+                        f"ksqlDB no longer serves offset {start} of partition {partition} that the lake holds "
+                        f"on {day} (Kafka retention?): the export would lose it, nothing was changed"
+                    )
+                held[partition] = held.get(partition, 0) + rows
         for partition, rows in held.items():
             exported = stager.files.get((day, partition))
             if rows > (exported.rows if exported else 0):
@@ -247,16 +247,28 @@ def _check_coverage(swap: DaySwap, request: ExportRequest, stager: _Stager) -> N
                 )
 
 
-def _row_count(path: Path) -> int:
+def _held_offsets(path: Path) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset, rows)}`` of a live file; empty if it cannot be read (replacing it is the repair).
+
+    A sink file names its partition and first offset; a compacted file holds several partitions
+    and says so in its ``txlake.offsets`` metadata (read from the columns if that is missing).
+    """
     try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except (OSError, pa.ArrowException):
-        return 0
+        handle = pq.ParquetFile(path)
+        match = FILE_NAME.match(path.name)
+        if match is not None:
+            return {int(match.group("partition")): (int(match.group("start")), handle.metadata.num_rows)}
+        stored = (handle.metadata.metadata or {}).get(OFFSETS_KEY.encode())
+        if stored is not None:
+            return {int(p): (int(lo), int(n)) for p, (lo, _hi, n) in json.loads(stored).items()}
+        return {p: (lo, n) for p, (lo, _hi, n) in file_offsets(handle.read(columns=["_kafka_partition", "_kafka_offset"])).items()}
+    except (OSError, pa.ArrowException, ValueError):
+        return {}
 
 
-def _swap_days(swap: DaySwap, request: ExportRequest, files: dict[date, list[tuple[Path, str]]]) -> dict[str, Any]:
+def _swap_days(swap: ExportDaySwap, request: ExportRequest, files: dict[date, list[tuple[Path, str]]]) -> dict[str, Any]:
     assert request.range is not None
-    return {day.isoformat(): swap.apply(_day(day), files.get(day, [])) for day in request.range.days()}
+    return {day.isoformat(): swap.apply_export(_day(day), files.get(day, [])) for day in request.range.days()}
 
 
 async def _upsert_dimensions(settings: Settings, dimensions: list[Any], latest: dict[str, dict[Any, Any]]) -> dict[str, int]:

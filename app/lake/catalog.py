@@ -16,13 +16,14 @@ follows ``_latest`` (or the catalog), whose file list is written only after ever
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.lake.compaction import is_compacted_file
 from app.lake.files import LakeFile, list_dirs, list_tree, native
 from app.lake.storage import CONTROL_DIR, LakeStorage
 
@@ -140,13 +141,25 @@ def _partition_of(dataset: str, path: str) -> str:
     return "/".join(inner) or "."
 
 
-def _partitions(dataset: str, files: list[LakeFile]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
+def _partitions(dataset: str, files: list[LakeFile]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for f in files:
         part = out.setdefault(_partition_of(dataset, f.path), {"files": 0, "bytes": 0})
         part["files"] += 1
         part["bytes"] += f.size
     return out
+
+
+def _compaction_records(storage: LakeStorage, dataset: str) -> dict[str, dict[str, Any]]:
+    """``{"year=…/month=…/day=…": last run}`` from the compaction day records of a stream dataset."""
+    prefix = f"{CONTROL_DIR}/compaction/days/{dataset}"
+    records = {}
+    for entry in list_tree(storage, prefix):
+        if entry.path.endswith(".json"):
+            data = _read_json(storage, entry.path)
+            if data and data.get("last"):
+                records[entry.path[len(prefix) + 1:-len(".json")]] = data["last"]
+    return records
 
 
 def _footer_schema(storage: LakeStorage, path: str) -> list[dict[str, Any]]:
@@ -172,7 +185,17 @@ def describe_dataset(storage: LakeStorage, dataset: str) -> dict[str, Any]:
     }
     if kind == "streams":
         description["schema"] = _footer_schema(storage, files[-1].path) if files else []
-        description["partitions"] = _partitions(dataset, files)
+        description["partitions"] = partitions = _partitions(dataset, files)
+        for f in files:
+            if is_compacted_file(f.path.rsplit("/", 1)[1]):
+                part = partitions[_partition_of(dataset, f.path)]
+                part["compacted_files"] = part.get("compacted_files", 0) + 1
+        for day, last in _compaction_records(storage, dataset).items():
+            if day in partitions:
+                partitions[day]["last_compaction"] = {
+                    k: last.get(k) for k in ("generation", "finished_at", "rows", "before", "after", "replaced_files")
+                }
+        description["compacted_days"] = sum(1 for p in partitions.values() if p.get("compacted_files"))
     else:
         stored = stored or {}
         description["schema"] = stored.get("schema") or (_footer_schema(storage, files[-1].path) if files else [])
@@ -183,19 +206,23 @@ def describe_dataset(storage: LakeStorage, dataset: str) -> dict[str, Any]:
     return description
 
 
-def list_datasets(storage: LakeStorage) -> list[dict[str, Any]]:
-    """A one-line summary of every dataset in the lake."""
+def list_datasets(
+    storage: LakeStorage, describe: Callable[[LakeStorage, str], dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """A one-line summary of every dataset in the lake (``describe``: how one is described, default a listing)."""
+    describe = describe or describe_dataset
     out = []
     for kind in KINDS:
         for name in list_dirs(storage, kind):
             dataset = f"{kind}/{name}"
             try:
-                d = describe_dataset(storage, dataset)
+                d = describe(storage, dataset)
             except KeyError:
                 continue
             summary = {k: d[k] for k in ("dataset", "kind", "file_count", "bytes")}
             if kind == "streams":
                 summary["partitions"] = len(d["partitions"])
+                summary["compacted_days"] = d["compacted_days"]
             else:
                 summary["versions"] = sum(1 for v in d["versions"] if v.get("status") == "complete")
                 summary["latest_version"] = d["latest_version"]

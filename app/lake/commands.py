@@ -1,16 +1,25 @@
-"""``txlake lake ls`` and ``txlake lake describe <dataset>``: the catalog, read from the lake alone."""
+"""``txlake lake …``: the catalog (``ls``, ``describe``, ``files``) and maintenance (``compact``, ``vacuum``).
+
+``ls``/``describe``/``files`` read the lake alone. ``compact`` and ``vacuum`` go through the lake
+format's :class:`~app.lake.maintenance.LakeMaintenance`, each unit of work under its lease in the
+warehouse (``txlake_lake_leases``), so they can run beside the workers' schedule.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from app.core.errors import ConfigurationError
 from app.core.settings import Settings
 from app.lake.catalog import describe_dataset, list_datasets
+from app.lake.compaction import DayResult
 from app.lake.render import human_bytes, table
+from app.lake.sink import DayPartition
 from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage, open_lake_storage
 
 __all__ = ["register"]
@@ -25,7 +34,38 @@ def register(commands: Any) -> None:
     describe = actions.add_parser("describe", help="schema, versions or day partitions of one dataset")
     describe.add_argument("dataset", help="streams/<stream> or tables/<table>")
     describe.add_argument("--json", action="store_true", help="machine-readable output")
+    files = actions.add_parser(
+        "files", help="the files (and row filter) a consistent read of a stream dataset uses: all of a batch or none"
+    )
+    files.add_argument("dataset", help="streams/<stream> (or just <stream>)")
+    files.add_argument("--day", action="append", type=_day, default=None, help="only this day (YYYY-MM-DD); repeatable")
+    shape = files.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the whole view: files, positions, filter")
+    shape.add_argument("--sql", action="store_true", help="a DuckDB query that reads exactly this view")
+    compact = actions.add_parser("compact", help="rewrite day partitions with many small files into sorted files of the target size")
+    compact.add_argument("dataset", nargs="?", help="streams/<stream> (or just <stream>); default: every stream dataset")
+    compact.add_argument("--day", type=_day, default=None, help="only this day (YYYY-MM-DD)")
+    compact.add_argument("--closed", action="store_true",
+                         help="only closed days (lake.compaction.close_idle_ms / close_lateness_ms): what the worker's schedule runs")
+    compact.add_argument("--vacuum", action="store_true", help="vacuum the datasets afterwards")
+    compact.add_argument("--json", action="store_true", help="one JSON result per line")
+    vacuum = actions.add_parser("vacuum", help="finish interrupted compactions and remove what crashed writers left behind")
+    vacuum.add_argument("dataset", nargs="?", help="streams/<stream> (or just <stream>); default: every stream dataset")
+    vacuum.add_argument("--json", action="store_true", help="one JSON result per line")
     lake.set_defaults(run=run)
+
+
+def _day(text: str) -> DayPartition:
+    try:
+        return DayPartition.parse(text)
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
+def _dataset(name: str | None) -> str | None:
+    if name is None or "/" in name:
+        return name
+    return f"streams/{name}"
 
 
 def require_lake(storage: LakeStorage) -> None:
@@ -47,10 +87,29 @@ def require_lake(storage: LakeStorage) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.lake_command in ("compact", "vacuum"):
+        return _maintain(settings, args)
     storage = open_lake_storage(settings.lake)
     require_lake(storage)
+    if args.lake_command == "files" and settings.lake.format == "delta":
+        return _delta_files(settings, args)
+    if args.lake_command == "files":
+        from app.lake.view import stream_view
+
+        view = stream_view(storage, _dataset(args.dataset) or "", set(args.day) if args.day else None)
+        if args.json:
+            print(json.dumps(view.to_json(storage), indent=2))
+        elif args.sql:
+            print(view.sql(storage))
+        else:
+            print("\n".join(view.uris(storage)))
+            if view.pending:
+                print(f"# rows above {view.sql_filter()!r} are not visible yet (a batch still being moved in)",
+                      file=sys.stderr)
+        return 0
+    describe = _describer(settings)
     if args.lake_command == "ls":
-        datasets = list_datasets(storage)
+        datasets = list_datasets(storage, describe)
         if args.json:
             print(json.dumps(datasets, indent=2))
             return 0
@@ -60,7 +119,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 d["kind"],
                 d["file_count"],
                 human_bytes(d["bytes"]),
-                f"{d['partitions']} day partitions" if d["kind"] == "stream" else f"{d['versions']} versions",
+                f"{d['partitions']} day partitions ({d['compacted_days']} compacted)" if d["kind"] == "stream"
+                else f"{d['versions']} versions",
                 d.get("latest_version"),
             )
             for d in datasets
@@ -69,7 +129,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{len(datasets)} datasets in {storage.uri}")
         return 0
     try:
-        description = describe_dataset(storage, args.dataset)
+        description = describe(storage, _dataset(args.dataset) or "")
     except KeyError as exc:
         print(f"txlake: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -80,14 +140,104 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _delta_files(settings: Settings, args: argparse.Namespace) -> int:
+    """``lake files`` of a Delta table: the data files of its latest version (all of a commit or none)."""
+    from app.lake.delta import open_table
+
+    dataset = _dataset(args.dataset) or ""
+    table = open_table(settings.lake, dataset)
+    if table is None:
+        print(f"txlake: no Delta table {dataset!r} under {settings.lake.root}", file=sys.stderr)
+        return 1
+    days = {(f"{d.year:04d}", f"{d.month:02d}", f"{d.day:02d}") for d in args.day} if args.day else None
+    uris = [
+        uri for uri in table.file_uris()
+        if days is None or tuple(part.split("=", 1)[1] for part in uri.split("/")[-4:-1]) in days
+    ]
+    if args.json:
+        print(json.dumps({"dataset": dataset, "format": "delta", "version": table.version(), "files": uris}, indent=2))
+    elif args.sql:
+        listed = ", ".join(f"'{uri}'" for uri in uris)
+        print(f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true)  -- version {table.version()} of {dataset}")
+    else:
+        print("\n".join(uris))
+    return 0
+
+
+def _describer(settings: Settings) -> Callable[[LakeStorage, str], dict[str, Any]]:
+    """How a dataset is described: a listing (hive), or a stream dataset's Delta log (lake.format = delta)."""
+    if settings.lake.format != "delta":
+        return describe_dataset
+    from app.core.feeds import load_feeds
+    from app.lake.delta_catalog import describe_delta_dataset
+
+    topics: dict[str, list[str]] = {}
+    for feed in load_feeds(settings):
+        topics.setdefault(feed.dataset, []).append(feed.topic)
+
+    def describe(storage: LakeStorage, dataset: str) -> dict[str, Any]:
+        if dataset.startswith("streams/"):
+            return describe_delta_dataset(settings.lake, dataset, topics.get(dataset, ()))
+        return describe_dataset(storage, dataset)
+
+    return describe
+
+
+def _maintain(settings: Settings, args: argparse.Namespace) -> int:
+    from app.lake.formats import maintenance_for
+    from app.lake.maintenance import run_maintenance
+
+    maintenance = maintenance_for(settings)
+    compact = args.lake_command == "compact"
+
+    def show(result: DayResult) -> None:
+        if args.json:
+            print(json.dumps({"kind": "compact", **result.to_json()}), flush=True)
+            return
+        change = (f"{result.files_before} files {human_bytes(result.bytes_before)} -> "
+                  f"{result.files_after} files {human_bytes(result.bytes_after)}")
+        detail = f"{change}, {result.rows:,} rows, {result.seconds:.2f} s" if result.status == "compacted" else result.reason
+        print(f"{result.dataset}  {result.day}  {result.status:<9}  {detail}", flush=True)
+
+    def show_vacuum(dataset: str, counts: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps({"kind": "vacuum", "dataset": dataset, **counts}), flush=True)
+        else:
+            print(f"{dataset}  vacuum  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), flush=True)
+
+    report = asyncio.run(run_maintenance(
+        settings, maintenance, dataset=_dataset(args.dataset), day=getattr(args, "day", None),
+        closed_only=getattr(args, "closed", False), compact=compact, vacuum=not compact or args.vacuum,
+        on_result=show, on_vacuum=show_vacuum,
+    ))
+    if not args.json and compact:
+        done = [r for r in report.results if r.status == "compacted"]
+        rows = sum(r.rows for r in done)
+        print(f"{len(done)} day(s) compacted, {rows:,} rows; {sum(r.status == 'busy' for r in report.results)} busy, "
+              f"{sum(r.status == 'failed' for r in report.results)} failed")
+    return 0 if report.ok else 1
+
+
 def _print_description(d: dict[str, Any]) -> None:
     print(f"{d['dataset']} ({d['kind']}): {d['file_count']} files, {human_bytes(d['bytes'])}")
+    if d.get("format") == "delta":
+        positions = ", ".join(f"{k}@{v}" for k, v in d["positions"].items()) or "-"
+        print(f"Delta table version {d['version']}, {d['rows']:,} rows, checkpoint every {d['checkpoint_interval']} commits")
+        print(f"Kafka positions (app transactions): {positions}")
     print("\nschema")
     print(table(("column", "type", "nullable"), [(f["name"], f["type"], f["nullable"]) for f in d["schema"]]))
     if d["kind"] == "stream":
-        print("\nday partitions")
-        rows = [(p, v["files"], human_bytes(v["bytes"])) for p, v in sorted(d["partitions"].items())]
-        print(table(("partition", "files", "size"), rows))
+        print("\nday partitions (last compaction: files and size before -> after)")
+        rows = []
+        for p, v in sorted(d["partitions"].items()):
+            last = v.get("last_compaction")
+            change = None
+            if last:
+                change = (f"{last['before']['files']} files {human_bytes(last['before']['bytes'])} -> "
+                          f"{last['after']['files']} files {human_bytes(last['after']['bytes'])}")
+            rows.append((p, v["files"], v.get("compacted_files", 0), human_bytes(v["bytes"]),
+                         last["finished_at"] if last else None, change))
+        print(table(("partition", "files", "compacted", "size", "last compacted (UTC)", "before -> after"), rows))
         return
     print(f"\nversions (latest complete: {d['latest_version'] or '-'})")
     rows = [

@@ -20,7 +20,7 @@ from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 from app.lake.storage import CONTROL_DIR, LakeStorage, LocalStorage, is_s3_uri, open_lake_storage
 
-__all__ = ["LakeLedger", "LedgerEntry", "ledger_key", "ledger_path", "read_landed_through", "staging_key"]
+__all__ = ["LakeLedger", "LedgerEntry", "ledger_key", "ledger_path", "read_landed_through", "read_ledger", "staging_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,11 @@ def read_landed_through(lake: LakeStorage | LakeSettings | Path | str, dataset: 
     (a local path, or an ``s3://`` URI read with the default AWS options).
     """
     return _read_ledger(_as_storage(lake), ledger_key(dataset, topic, partition)).landed_through
+
+
+def read_ledger(storage: LakeStorage, dataset: str, topic: str, partition: int) -> LedgerEntry:
+    """The committed ledger of (dataset, topic, partition), read without recovering anything."""
+    return _read_ledger(storage, ledger_key(dataset, topic, partition))
 
 
 def _read_ledger(storage: LakeStorage, key: str, attempts: int = 5) -> LedgerEntry:

@@ -53,9 +53,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,15 +67,19 @@ from app.core.errors import LakeSinkError
 from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 from app.core.sink import Batch, Sink
-from app.lake.ledger import LakeLedger, LedgerEntry, ledger_key, staging_key
+from app.lake.day_lock import move_into_day
+from app.lake.ledger import LakeLedger, LedgerEntry, ledger_key, read_ledger, staging_key
 from app.lake.storage import LakeStorage, LocalStorage, is_s3_uri, open_lake_storage
 
-__all__ = ["DayPartition", "LakeSink", "split_by_day"]
+__all__ = ["DATA_FILE_NAME", "DayPartition", "LakeSink", "read_ledger", "split_by_day"]
 
 logger = logging.getLogger(__name__)
 
+#: The name of a file the sink (or a stream export) writes: ``<topic>+<partition>+<first offset>.parquet``.
+DATA_FILE_NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<start>\d+)\.parquet$")
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, order=True)
 class DayPartition:
     """A hive day partition of a dataset: ``year=YYYY/month=MM/day=DD``."""
 
@@ -84,6 +90,25 @@ class DayPartition:
     @property
     def path(self) -> str:
         return f"year={self.year:04d}/month={self.month:02d}/day={self.day:02d}"
+
+    @property
+    def date(self) -> date:
+        return date(self.year, self.month, self.day)
+
+    @classmethod
+    def of(cls, value: date) -> DayPartition:
+        return cls(value.year, value.month, value.day)
+
+    @classmethod
+    def parse(cls, text: str) -> DayPartition:
+        """``2026-11-25`` or ``year=2026/month=11/day=25``; ValueError otherwise."""
+        if text.startswith("year="):
+            parts = dict(part.split("=", 1) for part in text.strip("/").split("/"))
+            return cls(int(parts["year"]), int(parts["month"]), int(parts["day"]))
+        return cls.of(date.fromisoformat(text))
+
+    def __str__(self) -> str:
+        return self.date.isoformat()
 
 
 def split_by_day(table: pa.Table) -> list[tuple[DayPartition, pa.Table]]:
@@ -262,6 +287,6 @@ class LakeSink(Sink):
     def _apply_moves(self, moves: tuple[tuple[str, str], ...]) -> None:
         # Each move is idempotent (a missing source means it was done): recovery replays them all.
         for staged, final in moves:
-            if not self.storage.move(staged, final) and not self.storage.exists(final):
-                # Committed in the ledger, yet neither staged nor final: someone deleted it.
-                logger.error("lake: committed file %s is missing (staged %s gone too)", final, staged)
+            if not move_into_day(self.storage, staged, final) and not self.storage.exists(final):
+                # Committed and moved before; since then compaction merged it into a bigger file.
+                logger.debug("lake: %s was moved earlier and is no longer there (compacted since)", final)

@@ -126,7 +126,7 @@ def _is_secret(annotation: Any) -> bool:
 
 def _fields(model: type[BaseModel], section: str | None) -> Iterator[SettingDoc]:
     for name, field in model.model_fields.items():
-        if section is None and _is_section(field.annotation):
+        if _is_section(field.annotation):  # listed as its own section
             continue
         secret = _is_secret(field.annotation)
         yield SettingDoc(
@@ -140,11 +140,19 @@ def _fields(model: type[BaseModel], section: str | None) -> Iterator[SettingDoc]
 
 
 def sections() -> Iterator[tuple[str | None, type[BaseModel]]]:
-    """(section name, model) for every nested section of Settings, then (None, Settings) for the top level."""
-    for name, field in Settings.model_fields.items():
-        if _is_section(field.annotation):
-            yield name, typing.cast(type[BaseModel], field.annotation)
+    """(section path, model) for every nested section of Settings, depth first (a section inside a
+    section is ``lake__compaction``), then (None, Settings) for the top level."""
+    yield from _sections(Settings, None)
     yield None, Settings
+
+
+def _sections(model: type[BaseModel], parent: str | None) -> Iterator[tuple[str, type[BaseModel]]]:
+    for name, field in model.model_fields.items():
+        if _is_section(field.annotation):
+            path = name if parent is None else f"{parent}{NESTED}{name}"
+            section = typing.cast(type[BaseModel], field.annotation)
+            yield path, section
+            yield from _sections(section, path)
 
 
 def settings_docs() -> list[SettingDoc]:
@@ -192,7 +200,7 @@ def render() -> str:
     """The whole page."""
     lines = [HEADER.rstrip("\n")]
     for section, model in sections():
-        title = f"`{section}`" if section else "Top level"
+        title = f"`{section.replace(NESTED, '.')}`" if section else "Top level"
         lines += ["", f"## {title}", "", _summary(model) if section else "Settings outside any section.", ""]
         lines += ["| variable | type | default | description |", "|---|---|---|---|"]
         lines += [_row(doc) for doc in _fields(model, section)]

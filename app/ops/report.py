@@ -25,10 +25,16 @@ def lake_glob(root: Path | str, feed: Feed) -> str:
 
 
 def _s3_dataset(lake: LakeSettings, feed: Feed) -> Any:
-    """The feed's dataset over S3 (hive partitioning), or None when it holds no object yet."""
+    """The feed's dataset over S3 (hive partitioning) or its Delta table's version, or None when it holds no file yet."""
     import pyarrow.dataset as ds
 
+    from app.lake.delta import open_table, to_dataset
     from app.lake.storage import ObjectStorage, open_lake_storage
+
+    if lake.format == "delta":  # never a glob: it would also read replaced and uncommitted files
+        table = open_table(lake, feed.dataset)
+        dataset = None if table is None else to_dataset(table)
+        return dataset if dataset is not None and dataset.files else None
 
     storage = open_lake_storage(lake)
     assert isinstance(storage, ObjectStorage)
@@ -43,7 +49,7 @@ def _s3_dataset(lake: LakeSettings, feed: Feed) -> Any:
 
 def lake_rows_per_day(lake: LakeSettings, feed: Feed, con: Any = None) -> list[tuple[int, int, int, int, int]]:
     """``(year, month, day, rows, files)`` of a feed's dataset, by day; empty when nothing landed yet."""
-    if lake.is_s3:
+    if lake.is_s3 or lake.format == "delta":
         import pyarrow.dataset as ds
 
         dataset = _s3_dataset(lake, feed)
@@ -100,7 +106,8 @@ def _s3_transactions_summary(lake: LakeSettings, feed: Feed) -> str | None:
 def print_report(settings: Settings, feeds: tuple[Feed, ...]) -> None:
     lake = settings.lake
     con = None
-    if not lake.is_s3:
+    glob_readable = not lake.is_s3 and lake.format == "hive"
+    if glob_readable:
         try:
             import duckdb
         except ImportError as exc:  # duckdb is a dev/demo extra, not a worker dependency
@@ -120,10 +127,11 @@ def print_report(settings: Settings, feeds: tuple[Feed, ...]) -> None:
             print(f"   year={year}/month={month:02d}/day={day:02d}  {count:>9,} rows  {files:>4} files")
 
     transactions = next((f for f in feeds if f.record == "transaction" and f.warehouse), None)
-    if transactions is not None and lake.is_s3:
+    if transactions is not None and not glob_readable:
         summary = _s3_transactions_summary(lake, transactions)
         if summary is not None:
-            print(f"\n== pyarrow.dataset over {lake_glob(root, transactions)}, by currency:")
+            source = f"the Delta table {transactions.dataset}" if lake.format == "delta" else lake_glob(root, transactions)
+            print(f"\n== pyarrow.dataset over {source}, by currency:")
             print(summary)
     elif transactions is not None and (Path(root) / transactions.dataset).exists():
         query = (

@@ -20,7 +20,7 @@ from app.core.security import kafka_client_options
 from app.core.settings import Settings
 from app.core.sink import Sink
 from app.derived.sink import DerivedStreamSink
-from app.lake.sink import LakeSink
+from app.lake.formats import lake_sink
 from app.tables.rates import load_rates
 from app.tables.sink import DeltaSink
 from app.warehouse.facts import FactSink
@@ -80,7 +80,7 @@ def build_sinks(
     named = {name for feed in feeds for name in feed.sinks}
     sinks: list[Sink] = []
     if "lake" in named:
-        sinks.append(LakeSink.from_settings(settings.lake))
+        sinks.append(lake_sink(settings.lake))  # hive Parquet files, or Delta tables (lake.format)
     if "warehouse" in named:
         sinks.append(WarehouseSink(settings.mysql))
     if "facts" in named:

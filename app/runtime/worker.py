@@ -34,6 +34,7 @@ from app.core.security import faust_broker_credentials, request_size_limit
 from app.core.settings import Settings
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
+from app.lake.schedule import MaintenanceSchedule
 from app.runtime.fetcher import FetchedBatch, StreamFetcher, leave_group_on_stop
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
@@ -90,6 +91,12 @@ def create_app(
     snapshotter, exports = Snapshotter(settings), ExportJobs(settings)
     mount_snapshots(app, settings, snapshotter)
     mount_exports(app, settings, exports)
+    maintenance = MaintenanceSchedule(settings)
+    if settings.lake.compaction.enabled:
+
+        @app.task
+        async def _lake_maintenance() -> None:
+            await maintenance.run_forever(first_delay_s=min(30.0, maintenance.interval_s))
 
     @app.on_before_shutdown.connect
     async def _stop(_app: faust.App, **_: object) -> None:
@@ -98,6 +105,7 @@ def create_app(
         await health.close()
         await snapshotter.close()
         await exports.close()
+        await maintenance.close()
         await sinks.stop()
 
     return app

@@ -147,12 +147,13 @@ sql_ident() { local s=${1//\`/\`\`}; printf '`%s`' "$s"; }
 cmd_init() {
   pingable || die "server not running: run '$0 start' first"
   local db_id; db_id="$(sql_ident "$DB")"
-  log "applying sql/01..03, 05 to database $DB"
+  log "applying sql/01..03, 05, 06 to database $DB"
   # 01 names `txlake`; substitute the configured database name.
   sed "s/\`txlake\`/$(printf '%s' "$db_id" | sed 's/[&/\]/\\&/g')/g" "$SQL_DIR/01_create_database.sql" | client
   client --database="$DB" <"$SQL_DIR/02_create_dimension_tables.sql"
   client --database="$DB" <"$SQL_DIR/03_create_fact_tables.sql"
   client --database="$DB" <"$SQL_DIR/05_create_snapshot_versions.sql"
+  client --database="$DB" <"$SQL_DIR/06_create_lake_leases.sql"
 
   log "creating/refreshing application user $APP_USER@127.0.0.1 and $APP_USER@localhost"
   # Least privilege for the application (the sinks and the HTTP re-export endpoint):

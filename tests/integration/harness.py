@@ -134,10 +134,15 @@ class WorkerProcess:
 
 
 def read_lake(deployment: Deployment, feed_name: str):
-    """The feed's dataset as a pyarrow Table, read as a reader would: hive partitioning over the glob."""
+    """The feed's dataset as a pyarrow Table, read as a reader would: hive partitioning over the glob,
+    or the latest version of the Delta table (``lake.format = "delta"``)."""
     root = Path(deployment.settings.lake.root) / deployment.feed(feed_name).dataset
     if not root.exists():
         return None
+    if deployment.settings.lake.format == "delta":
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(root)).to_pyarrow_table()
     dataset = ds.dataset(root, format="parquet", partitioning="hive")
     return dataset.to_table()
 
@@ -189,7 +194,8 @@ def stream_topics(deployment: Deployment) -> StreamTopics:
     )
 
 
-async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None):
+async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: datetime, rate: float | None = None,
+                       days: int = 3, late_fraction: float = 0.05):
     """Produce like `txlake produce`; returns the ProduceReport.
 
     Like `txlake produce`, the derived streams are written here only when the worker does not
@@ -206,4 +212,6 @@ async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: da
         blacklist=s.blacklist,
         now=now,
         derived=not s.derives_streams,
+        days=days,
+        late_fraction=late_fraction,
     )

@@ -28,6 +28,7 @@ ALL_TABLES = {
     "fact_product_purchase_counts",
     "txlake_snapshot_versions",
     "txlake_snapshot_tables",
+    "txlake_lake_leases",
 }
 
 # 4-byte UTF-8 (emoji, CJK extension B) next to BMP CJK and Latin accents.

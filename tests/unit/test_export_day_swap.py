@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.exports.day_swap import DaySwap, cut_of, recover_work, work_root
+from app.exports.day_swap import ExportDaySwap, cut_of, recover_work, work_root
 from app.exports.request import ExportRequest
+from app.lake.day_swap import DaySwap
 from app.lake.ledger import LedgerEntry
 from app.lake.sink import DayPartition
 
@@ -24,9 +25,9 @@ def _file(directory: Path, partition: int, start: int, content: str = "old") -> 
     return name
 
 
-def _swap(root: Path, cut: dict[int, int]) -> DaySwap:
+def _swap(root: Path, cut: dict[int, int]) -> ExportDaySwap:
     work = work_root(root, DATASET) / "e1"
-    return DaySwap(root, DATASET, TOPIC, cut, work)
+    return ExportDaySwap.for_export(root, DATASET, TOPIC, cut, work)
 
 
 def test_files_at_or_below_the_cut_are_replaced_newer_ones_kept(tmp_path: Path) -> None:
@@ -37,8 +38,11 @@ def test_files_at_or_below_the_cut_are_replaced_newer_ones_kept(tmp_path: Path) 
     (live / "README.txt").write_text("not ours")
     staged = tmp_path / "staged.parquet"
     staged.write_text("new")
-    counts = swap.apply(DAY, [(staged, f"{TOPIC}+0+{0:020d}.parquet")])
-    assert counts == {"written": 1, "kept": 3, "replaced": 3}
+    compacted = "compacted-20261125T000000Z-abcdef-00000.parquet"
+    (live / compacted).write_text("compacted before the export took the lock: at or below the cut")
+    counts = swap.apply_export(DAY, [(staged, f"{TOPIC}+0+{0:020d}.parquet")])
+    assert counts == {"written": 1, "kept": 3, "replaced": 4}
+    assert json.loads((swap.work / "journal.json").read_text())["days"] == {DAY.path: "done"}
     assert sorted(p.name for p in live.iterdir()) == sorted([f"{TOPIC}+0+{0:020d}.parquet", *kept, "README.txt"])
     assert (live / f"{TOPIC}+0+{0:020d}.parquet").read_text() == "new"
     assert replaced[1] not in {p.name for p in live.iterdir()}
@@ -71,7 +75,7 @@ def test_a_missing_day_is_created(tmp_path: Path) -> None:
     swap = _swap(tmp_path, {0: 10})
     staged = tmp_path / "s.parquet"
     staged.write_text("new")
-    swap.apply(DAY, [(staged, f"{TOPIC}+0+{3:020d}.parquet")])
+    swap.apply_export(DAY, [(staged, f"{TOPIC}+0+{3:020d}.parquet")])
     assert [p.name for p in swap.live(DAY).iterdir()] == [f"{TOPIC}+0+{3:020d}.parquet"]
 
 

@@ -4,7 +4,8 @@ For every feed and every partition of its topic, :func:`verify_deployment` recon
 
 * Kafka: the log start and last offset, and the consumer group's committed position;
 * the lake: the visible rows' ``(_kafka_partition, _kafka_offset)`` (read column-wise with
-  pyarrow) and the lake's ledger under ``_txlake/ledger/``;
+  pyarrow) and the lake's ledger under ``_txlake/ledger/`` -- or, with ``lake.format = "delta"``, the
+  rows and the application transactions of one version of the feed's Delta table;
 * the warehouse: ``txlake_offset_ledger`` and, for feeds with warehouse tables, that every
   dimension key landed in the lake (at or below the warehouse ledger) has its row;
 * the dead-letter topic: the ``__connect.errors.topic/partition/offset`` headers.
@@ -111,10 +112,16 @@ async def _reconcile_stream_feed(context: _Context, feed: Feed) -> FeedReport:
     partitions = context.kafka.partitions(feed.topic)
     # Ledgers first, rows second: a batch committed in between only adds rows above the
     # ledgers read, which the reconciliation ignores (never reported as beyond the ledger).
-    lake_through = {
-        p: await asyncio.to_thread(read_landed_through, context.storage, feed.dataset, feed.topic, p) for p in partitions
-    }
-    table = await asyncio.to_thread(sources.lake_columns, context.storage, feed.dataset, sources.feed_lake_columns(feed))
+    if context.settings.lake.format == "delta":
+        # One table version gives both: its app transactions and exactly the rows they account for.
+        lake_through, table = await asyncio.to_thread(
+            sources.delta_lake_columns, context.settings.lake, feed, partitions, sources.feed_lake_columns(feed)
+        )
+    else:
+        lake_through = {
+            p: await asyncio.to_thread(read_landed_through, context.storage, feed.dataset, feed.topic, p) for p in partitions
+        }
+        table = await asyncio.to_thread(sources.lake_columns, context.storage, feed.dataset, sources.feed_lake_columns(feed))
     by_partition = sources.offsets_by_partition(table)
     warehouse_through: dict[int, int] = {}
     for p in partitions:

@@ -8,19 +8,21 @@ dead-letter topic only for its ``__connect.errors.*`` headers.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiomysql
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.core.feeds import Feed
 from app.core.security import kafka_client_options, mysql_ssl_context
-from app.core.settings import Settings
-from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage
+from app.core.settings import LakeSettings, Settings
+from app.lake.delta import open_table, read_position, to_dataset
+from app.lake.storage import LakeStorage
+from app.lake.view import stream_view, vanished
 from app.ops.kafka_positions import KafkaPositions
 from app.ops.records import record_offsets
 from models.tables import TableSpec
@@ -28,6 +30,7 @@ from models.tables import TableSpec
 __all__ = [
     "DeadLetterIndex",
     "FactSnapshot",
+    "delta_lake_columns",
     "dimension_keys",
     "feed_lake_columns",
     "keys_through",
@@ -123,20 +126,40 @@ async def read_partition(
     return messages
 
 
-def lake_columns(storage: LakeStorage, dataset: str, columns: list[str]) -> pa.Table | None:
-    """Only ``columns`` of a dataset's visible files (never staged ones); None when it has none."""
-    if isinstance(storage, LocalStorage):
-        path, filesystem = str(storage.root / dataset), None
-    else:
-        assert isinstance(storage, ObjectStorage)
-        path, filesystem = storage.key(dataset), storage.filesystem
-    try:
-        dataset_ = ds.dataset(path, filesystem=filesystem, format="parquet")
-    except FileNotFoundError:
-        return None
-    if not dataset_.files:
-        return None
-    return dataset_.to_table(columns=columns)
+def lake_columns(storage: LakeStorage, dataset: str, columns: list[str], attempts: int = 5) -> pa.Table | None:
+    """Only ``columns`` of a dataset's visible files (never staged ones); None when it has none.
+
+    The files are those of the catalog's view (:func:`app.lake.view.stream_view`), without its row
+    filter: compacted files count like any other, and during an S3 compaction the journal's outputs
+    stand in for the files it replaced, so verify sees every row once while compaction runs. A file
+    that vanishes between listing and reading (a compaction replaced it) makes it look again.
+    """
+    for attempt in range(attempts):
+        view = stream_view(storage, dataset)
+        files = view.to_dataset(storage, visible_only=False)
+        if files is None:
+            return None
+        try:
+            return files.to_table(columns=columns)
+        except OSError as exc:
+            if attempt == attempts - 1 or not vanished(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def delta_lake_columns(
+    lake: LakeSettings, feed: Feed, partitions: Iterable[int], columns: list[str]
+) -> tuple[dict[int, int], pa.Table | None]:
+    """The positions of ``partitions`` and ``columns`` of the rows, from one version of the feed's Delta table.
+
+    Reading both from the same version makes them agree exactly (the hive format reads its ledgers
+    first and its rows second instead). No table yet: positions -1 and no rows.
+    """
+    table = open_table(lake, feed.dataset)
+    positions = {p: read_position(table, feed.topic, p) for p in partitions}
+    if table is None:
+        return positions, None
+    return positions, to_dataset(table).to_table(columns=columns)
 
 
 def offsets_by_partition(table: pa.Table | None) -> dict[int, np.ndarray]:
