@@ -455,7 +455,7 @@ async def _committed_offsets(admin: Any, group: str) -> dict[tuple[str, int], in
 
 def _landed_lake(settings: Any, feeds: tuple, ends: dict[tuple[str, int], int]) -> int:
     """Messages the lake holds (from its ledger files; cheap, safe while the worker runs)."""
-    from app.lake.sink import read_landed_through
+    from app.lake.ledger import read_landed_through
 
     by_topic = {feed.topic: feed for feed in feeds}
     landed = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,7 +21,15 @@ from models.arrow import RECORD_KINDS, RecordKind
 from models.dimensions import DIMENSIONS
 from models.tables import TABLES, TableSpec
 
-__all__ = ["Feed", "derivation_source", "load_feeds"]
+__all__ = ["SINKS", "Feed", "derivation_source", "load_feeds"]
+
+SINKS = {
+    "lake": "stream",  # app.lake.sink: Parquet files in hive day partitions
+    "warehouse": "stream",  # app.warehouse.sink: the feed's dimension tables
+    "deltas": "stream",  # app.tables.sink: contributions to the four tables (transaction records)
+    "facts": "table",  # app.warehouse.facts: a table feed's live fact rows
+}
+"""The sinks a feed can name, and the kind of feed each takes."""
 
 
 class Feed(BaseModel):
@@ -30,6 +39,11 @@ class Feed(BaseModel):
     ``warehouse`` dimensions). A *table* feed names one of the four tables (``table``): its topic is a
     ksqlDB-format changelog, kept current in the table's fact rows (``snapshot_version = 0``);
     its lake dataset holds the table's snapshot versions.
+
+    ``sinks`` names where the feed's batches go (:data:`SINKS`); left out, a stream feed goes to
+    the lake (and the warehouse if it has ``warehouse`` tables), a table feed to its facts. The
+    ``deltas`` sink marks the feed the four tables are derived from; it is active only while
+    ``tables.derive`` is on.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -40,7 +54,7 @@ class Feed(BaseModel):
     table: str | None = None
     dataset: str
     warehouse: tuple[str, ...] = ()
-    derive_tables: bool = False
+    sinks: tuple[str, ...] = ()
 
     @field_validator("record")
     @classmethod
@@ -64,18 +78,42 @@ class Feed(BaseModel):
             raise ValueError(f"unknown table {value!r}; known: {', '.join(sorted(TABLES))}")
         return value
 
+    @field_validator("sinks")
+    @classmethod
+    def _known_sinks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in SINKS]
+        if unknown:
+            raise ValueError(f"unknown sink {unknown[0]!r}; known: {', '.join(SINKS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a sink is named twice")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sinks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("sinks"):
+            table, warehouse = data.get("table"), data.get("warehouse")
+            data = {**data, "sinks": ("facts",) if table else ("lake", "warehouse") if warehouse else ("lake",)}
+        return data
+
     @model_validator(mode="after")
     def _warehouse_fits_record(self) -> Feed:
         if (self.record is None) == (self.table is None):
             raise ValueError("a feed names exactly one of record (a stream) or table")
+        kind = "table" if self.table is not None else "stream"
+        for name in self.sinks:
+            if SINKS[name] != kind:
+                raise ValueError(f"sink {name!r} takes {SINKS[name]} feeds, not {kind} feeds")
         if self.table is not None:
             if self.warehouse:
                 raise ValueError("a table feed lands in its fact table: leave warehouse out")
             if self.dataset != f"tables/{self.table}":
                 raise ValueError(f"a table feed's dataset is tables/{self.table}")
             return self
-        if self.derive_tables and self.record != "transaction":
-            raise ValueError("derive_tables needs a feed of transaction records")
+        if "deltas" in self.sinks and self.record != "transaction":
+            raise ValueError("the deltas sink needs a feed of transaction records")
+        if bool(self.warehouse) != ("warehouse" in self.sinks):
+            raise ValueError("name the warehouse tables (warehouse = [...]) and the warehouse sink together")
         for table in self.warehouse:
             dimension = DIMENSIONS.get(table)
             if dimension is None:
@@ -126,8 +164,8 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
         feeds.append(feed.model_copy(update={"topic": feed.topic + settings.topic_suffix}))
     if not feeds:
         raise ConfigurationError(f"{source}: no [[feed]] entries")
-    if sum(feed.derive_tables for feed in feeds) > 1:
-        raise ConfigurationError(f"{source}: derive_tables may be set on one feed only")
+    if sum("deltas" in feed.sinks for feed in feeds) > 1:
+        raise ConfigurationError(f"{source}: the deltas sink may be named on one feed only")
     for attribute in ("name", "topic", "dataset"):
         values = [getattr(feed, attribute) for feed in feeds]
         duplicates = {value for value in values if values.count(value) > 1}
@@ -137,5 +175,5 @@ def load_feeds(settings: Settings, path: Path | None = None) -> tuple[Feed, ...]
 
 
 def derivation_source(feeds: tuple[Feed, ...]) -> Feed | None:
-    """The stream feed the tables are derived from (``derive_tables = true``), if any."""
-    return next((feed for feed in feeds if feed.derive_tables), None)
+    """The stream feed the tables are derived from (the one with the ``deltas`` sink), if any."""
+    return next((feed for feed in feeds if "deltas" in feed.sinks), None)

@@ -10,6 +10,18 @@ Exactly once rests on each sink keeping its own *offset ledger* per
 atomically with the data. The sink, not the consumer group, is the truth: a
 replay after a crash or a rebalance hands a sink records it already holds, and
 the sink skips every offset at or below its ledger.
+
+Every sink has the same five methods, called by the runtime (:mod:`app.runtime`):
+
+* :meth:`Sink.start` once, before anything else;
+* :meth:`Sink.position` when this worker takes over a partition: where to resume;
+* :meth:`Sink.write` for each batch (never concurrently for one partition);
+* :meth:`Sink.probe` by the readiness probe;
+* :meth:`Sink.stop` on a clean shutdown (not guaranteed to run: SIGKILL, OOM).
+
+A sink *has* a :class:`Ledger` (composed, not inherited): the ledger reads
+positions without side effects, so observers (``txlake progress``, ``verify``)
+use the same object the sink commits through.
 """
 
 from __future__ import annotations
@@ -17,12 +29,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from app.core.feeds import Feed
 
-__all__ = ["Batch", "Sink"]
+__all__ = ["NOTHING_HELD", "Batch", "Ledger", "Sink"]
+
+NOTHING_HELD = -1
+"""The position of a partition a sink holds nothing of."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,19 +77,43 @@ class Batch:
         return f"{self.topic}[{self.partition}] {self.first_offset}..{self.last_offset}"
 
 
-class Sink(abc.ABC):
-    """A store that lands batches idempotently.
+class Ledger(Protocol):
+    """Where a sink records, per (feed, partition), the highest offset it holds."""
 
-    Lifecycle: :meth:`start` once before the first write, :meth:`write` for each
-    batch (never concurrently for the same partition), :meth:`stop` on a clean
-    shutdown. ``stop`` is not guaranteed to run (SIGKILL, OOM); correctness
-    never depends on it.
+    async def read(self, feed: Feed, partition: int) -> int:
+        """The committed position (:data:`NOTHING_HELD` if none), read without side effects.
+
+        Safe while workers run; a concurrent commit is seen whole or not at all.
+        """
+        ...
+
+
+class Sink(abc.ABC):
+    """A store that lands batches idempotently (see the module docstring for the call order).
+
+    ``name`` is how ``feeds.toml`` names the sink (``sinks = ["lake", "warehouse"]``), and the
+    ``sink`` label of its metrics.
     """
 
     name: str
+    ledger: Ledger
 
     async def start(self) -> None:
-        """Open connections and resources. Raises :class:`~app.core.errors.TransientError` if unreachable."""
+        """Open connections and resources; idempotent.
+
+        Raises :class:`~app.core.errors.TransientError` if the store is unreachable (the caller
+        retries), :class:`~app.core.errors.ConfigurationError` if it can never work as set up.
+        """
+
+    async def position(self, feed: Feed, partition: int) -> int:
+        """Where this sink stands on a partition this worker has just been assigned.
+
+        The highest offset held (:data:`NOTHING_HELD` if none), read from the store, not from
+        a cache: another worker may have moved the partition on since this one last owned it.
+        A sink whose commit can be interrupted half way (the lake's file moves) finishes it
+        first. Raises :class:`~app.core.errors.TransientError` when the store cannot answer.
+        """
+        return await self.ledger.read(feed, partition)
 
     @abc.abstractmethod
     async def write(self, batch: Batch) -> int:
@@ -86,6 +125,9 @@ class Sink(abc.ABC):
         failed; then nothing of the batch is visible and the ledger is unchanged,
         and the caller retries the same batch.
         """
+
+    async def probe(self) -> None:
+        """Raise unless the store would accept a write now (readiness); cheap and bounded."""
 
     async def stop(self) -> None:
         """Release resources. Safe to call twice or without :meth:`start`."""

@@ -37,7 +37,8 @@ from pathlib import Path
 from app.lake.compaction import is_compacted_file
 from app.lake.day_lock import move_into_day
 from app.lake.day_swap import DaySwap
-from app.lake.sink import DATA_FILE_NAME, DayPartition, LedgerEntry
+from app.lake.ledger import LedgerEntry
+from app.lake.sink import DATA_FILE_NAME, DayPartition
 from app.lake.storage import CONTROL_DIR, LocalStorage
 
 __all__ = ["ExportDaySwap", "FILE_NAME", "cut_of", "owned_by_export", "recover_work", "work_root"]

@@ -71,8 +71,9 @@ from app.core.settings import LakeSettings
 from app.lake.day_lock import move_into_day
 from app.lake.day_swap import DaySwap
 from app.lake.files import list_tree, native, remove_tree
+from app.lake.ledger import LakeLedger
 from app.lake.rewrite import read_sources, rewrite_sorted
-from app.lake.sink import DATA_FILE_NAME, DayPartition, read_ledger
+from app.lake.sink import DATA_FILE_NAME, DayPartition
 from app.lake.storage import CONTROL_DIR, LakeStorage, LocalStorage
 
 __all__ = [
@@ -293,7 +294,7 @@ class HiveCompactor:
         prefix = f"{dataset}/{day.path}/"
         moving = set()
         for topic, partition in sorted(partitions):
-            for staged, final in read_ledger(self.storage, dataset, topic, partition).moves:
+            for staged, final in LakeLedger(self.storage).entry(dataset, topic, partition).moves:
                 name = final[len(prefix):]
                 if final.startswith(prefix) and name in names and self.storage.exists(staged):
                     moving.add(name)
@@ -444,7 +445,7 @@ class HiveCompactor:
             topic, _, name = entry.path[len(ledgers) + 1:].rpartition("/")
             if not name.endswith(".json") or not name[:-5].isdigit():
                 continue
-            for staged, final in read_ledger(self.storage, dataset, topic, int(name[:-5])).moves:
+            for staged, final in LakeLedger(self.storage).entry(dataset, topic, int(name[:-5])).moves:
                 rolled += move_into_day(self.storage, staged, final)
         for prefix in (f"{CONTROL_DIR}/compaction/work/{dataset}", f"{CONTROL_DIR}/staging/{dataset}"):
             for entry in list_tree(self.storage, prefix):

@@ -52,11 +52,9 @@ the staging prefix sees every staged object.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -66,21 +64,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.core.errors import LakeSinkError
+from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 from app.core.sink import Batch, Sink
 from app.lake.day_lock import move_into_day
-from app.lake.storage import CONTROL_DIR, LakeStorage, LocalStorage, is_s3_uri, open_lake_storage
+from app.lake.ledger import LakeLedger, LedgerEntry, ledger_key, staging_key
+from app.lake.storage import LakeStorage, LocalStorage, is_s3_uri, open_lake_storage
 
-__all__ = [
-    "DATA_FILE_NAME",
-    "DayPartition",
-    "LakeSink",
-    "LedgerEntry",
-    "ledger_path",
-    "read_landed_through",
-    "read_ledger",
-    "split_by_day",
-]
+__all__ = ["DATA_FILE_NAME", "DayPartition", "LakeSink", "split_by_day"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,27 +111,6 @@ class DayPartition:
         return self.date.isoformat()
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """What the lake holds for one (dataset, topic, partition).
-
-    ``landed_through`` is the highest offset covered; ``moves`` are the
-    (staged, final) moves of the last committed batch, relative to the lake
-    root, replayed by recovery if a crash interrupted them.
-    """
-
-    landed_through: int = -1
-    moves: tuple[tuple[str, str], ...] = ()
-
-    def to_json(self) -> bytes:
-        return json.dumps({"landed_through": self.landed_through, "moves": self.moves}).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> LedgerEntry:
-        raw = json.loads(data)
-        return cls(int(raw["landed_through"]), tuple((str(s), str(f)) for s, f in raw.get("moves", ())))
-
-
 def split_by_day(table: pa.Table) -> list[tuple[DayPartition, pa.Table]]:
     """Split rows by the UTC calendar day of ``event_timestamp`` (offset order kept)."""
     days = pc.cast(table.column("event_timestamp"), pa.date32())
@@ -150,70 +120,6 @@ def split_by_day(table: pa.Table) -> list[tuple[DayPartition, pa.Table]]:
     else:
         slices = [(day.as_py(), table.filter(pc.equal(days, day))) for day in unique]
     return [(DayPartition(day.year, day.month, day.day), rows) for day, rows in sorted(slices)]
-
-
-def _ledger_key(dataset: str, topic: str, partition: int) -> str:
-    return f"{CONTROL_DIR}/ledger/{dataset}/{topic}/{partition}.json"
-
-
-def _staging_key(dataset: str, topic: str, partition: int) -> str:
-    return f"{CONTROL_DIR}/staging/{dataset}/{topic}/{partition}"
-
-
-def ledger_path(root: Path | str, dataset: str, topic: str, partition: int) -> Path | str:
-    """Where the ledger of (dataset, topic, partition) lives under the lake ``root`` (a Path, or an S3 URI)."""
-    if is_s3_uri(root):
-        return f"{str(root).rstrip('/')}/{_ledger_key(dataset, topic, partition)}"
-    return Path(root) / _ledger_key(dataset, topic, partition)
-
-
-def _as_storage(lake: LakeStorage | LakeSettings | Path | str) -> LakeStorage:
-    if isinstance(lake, LakeStorage):
-        return lake
-    if isinstance(lake, LakeSettings):
-        return open_lake_storage(lake)
-    if is_s3_uri(lake):  # a bare URI: default S3 options (AWS credential chain)
-        return open_lake_storage(LakeSettings(root=lake))
-    return LocalStorage(lake)
-
-
-def read_landed_through(lake: LakeStorage | LakeSettings | Path | str, dataset: str, topic: str, partition: int) -> int:
-    """The committed ledger position, read without recovering anything (safe while a worker runs).
-
-    ``lake`` is a storage (cheapest when reading many ledgers), the lake settings, or a root
-    (a local path, or an ``s3://`` URI read with the default AWS options).
-    """
-    return _read_ledger(_as_storage(lake), _ledger_key(dataset, topic, partition)).landed_through
-
-
-def read_ledger(storage: LakeStorage, dataset: str, topic: str, partition: int) -> LedgerEntry:
-    """The committed ledger of (dataset, topic, partition), read without recovering anything."""
-    return _read_ledger(storage, _ledger_key(dataset, topic, partition))
-
-
-def _read_ledger(storage: LakeStorage, key: str, attempts: int = 5) -> LedgerEntry:
-    """The ledger at ``key`` (empty if none).
-
-    A reader racing the writer can see a torn object on S3: an object store serves a large
-    read as several ranged GETs, and the ledger may be replaced between two of them. A torn
-    ledger does not parse; read it again.
-    """
-    for attempt in range(attempts):
-        data = storage.read(key)
-        if data is None:
-            return LedgerEntry()
-        try:
-            return LedgerEntry.from_json(data)
-        except ValueError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-def _write_durably(storage: LakeStorage, path: str, data: bytes) -> None:
-    """The commit point: replace the ledger at ``path`` atomically (durably, on a local lake with fsync)."""
-    storage.write_atomic(path, data)
 
 
 class LakeSink(Sink):
@@ -244,6 +150,7 @@ class LakeSink(Sink):
         else:
             self.storage = LocalStorage(root, fsync)
         self.root = self.storage.root if isinstance(self.storage, LocalStorage) else self.storage.uri
+        self.ledger = LakeLedger(self.storage)
         self.compression = None if compression == "none" else compression
         self.staging_grace_s = staging_grace_s
         self._ledgers: dict[tuple[str, str, int], LedgerEntry] = {}
@@ -275,13 +182,11 @@ class LakeSink(Sink):
         except OSError as exc:
             raise LakeSinkError(f"batch {batch.describe()} to {batch.feed.dataset}: {exc}") from exc
 
-    def forget(self, dataset: str, topic: str, partition: int) -> None:
-        """Drop the cached ledger: the next use reads (and recovers) it from the lake again."""
-        self._ledgers.pop((dataset, topic, partition), None)
-
-    def landed_through(self, dataset: str, topic: str, partition: int) -> int:
-        """The highest offset this sink holds for the partition (-1: none). Recovers first if needed."""
-        return self._ledger(dataset, topic, partition).landed_through
+    async def position(self, feed: Feed, partition: int) -> int:
+        """Re-read the ledger (another worker may have moved it on), finish its moves, drop old staged files."""
+        self._ledgers.pop((feed.dataset, feed.topic, partition), None)
+        entry = await asyncio.to_thread(self._ledger, feed.dataset, feed.topic, partition)
+        return entry.landed_through
 
     # -- the commit protocol ---------------------------------------------------
 
@@ -308,11 +213,10 @@ class LakeSink(Sink):
         """Stage the day files, write the ledger (the commit point), move the files into place."""
         dataset, storage = batch.feed.dataset, self.storage
         key = (dataset, batch.topic, batch.partition)
-        ledger_key = _ledger_key(*key)
         # Fencing: if another worker advanced this partition since we read the ledger (a
         # rebalance moved it away and back), our view is stale. Adopt the stored ledger and
         # let the caller retry, which drops what the other worker already landed.
-        current = _read_ledger(storage, ledger_key)
+        current = self.ledger.entry(*key)
         if current.landed_through != expected.landed_through:
             self._apply_moves(current.moves)  # idempotent: finish that commit if it was interrupted
             self._ledgers[key] = current
@@ -320,7 +224,7 @@ class LakeSink(Sink):
                 f"{batch.describe()}: ledger moved from {expected.landed_through} to "
                 f"{current.landed_through} (another worker owned the partition); retrying"
             )
-        staging = _staging_key(*key)
+        staging = staging_key(*key)
         moves: list[tuple[str, str]] = []
         entry = LedgerEntry(pending.last_offset)
         try:
@@ -335,9 +239,9 @@ class LakeSink(Sink):
                     storage.write_parquet(staged, rows, self.compression)
                 storage.sync_directory(staging)  # the staged names survive a power loss too
             entry = LedgerEntry(pending.last_offset, tuple(moves))
-            _write_durably(storage, ledger_key, entry.to_json())
+            self.ledger.commit(*key, entry)
         except Exception:
-            self._discard_uncommitted(ledger_key, entry, moves)
+            self._discard_uncommitted(key, entry, moves)
             raise
         self._apply_moves(entry.moves)
         self._ledgers[key] = entry
@@ -354,11 +258,10 @@ class LakeSink(Sink):
 
     def _recover(self, dataset: str, topic: str, partition: int) -> LedgerEntry:
         """Finish the last committed batch's moves and drop uncommitted staged files."""
-        path = _ledger_key(dataset, topic, partition)
-        self.storage.makedirs(path.rpartition("/")[0])
-        entry = _read_ledger(self.storage, path)
+        self.storage.makedirs(ledger_key(dataset, topic, partition).rpartition("/")[0])
+        entry = self.ledger.entry(dataset, topic, partition)
         self._apply_moves(entry.moves)
-        for leftover in self.storage.list_files(_staging_key(dataset, topic, partition)):
+        for leftover in self.storage.list_files(staging_key(dataset, topic, partition)):
             if self.storage.age_s(leftover) >= self.staging_grace_s:
                 logger.info("lake: dropping uncommitted staged file %s", leftover)
                 self.storage.delete(leftover)
@@ -366,7 +269,7 @@ class LakeSink(Sink):
             logger.info("lake: %s %s[%d] holds offsets through %d", dataset, topic, partition, entry.landed_through)
         return entry
 
-    def _discard_uncommitted(self, ledger_key: str, entry: LedgerEntry, moves: list[tuple[str, str]]) -> None:
+    def _discard_uncommitted(self, key: tuple[str, str, int], entry: LedgerEntry, moves: list[tuple[str, str]]) -> None:
         """After a failed attempt (disk full, I/O error): delete its staged files unless it committed.
 
         The ledger is read back first: a failure after the ledger's rename (a directory fsync)
@@ -374,7 +277,7 @@ class LakeSink(Sink):
         When even that read fails, the files stay; a later recovery removes them once old.
         """
         try:
-            if _read_ledger(self.storage, ledger_key) == entry:
+            if self.ledger.entry(*key) == entry:
                 return
             for staged, _final in moves:
                 self.storage.delete(staged)

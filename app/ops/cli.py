@@ -116,10 +116,11 @@ def cmd_progress(settings: Settings, args: argparse.Namespace) -> int:
         rows = asyncio.run(wait_until_landed(settings, feeds, args.timeout))
     else:
         rows = asyncio.run(feed_progress(settings, feeds))
-    print(f"{'feed':<32} {'partition':>9} {'last offset':>12} {'lake':>12} {'warehouse':>12}")
+    names = list(dict.fromkeys(name for row in rows for name in row.positions))
+    print(f"{'feed':<32} {'partition':>9} {'last offset':>12}" + "".join(f" {name:>12}" for name in names))
     for row in rows:
-        lake, held = ("-" if v is None else str(v) for v in (row.lake, row.warehouse))
-        print(f"{row.feed:<32} {row.partition:>9} {row.last_offset:>12} {lake:>12} {held:>12}")
+        held = "".join(f" {str(row.positions[name]) if name in row.positions else '-':>12}" for name in names)
+        print(f"{row.feed:<32} {row.partition:>9} {row.last_offset:>12}{held}")
     return 0 if all(row.landed for row in rows) else 1
 
 

@@ -3,18 +3,17 @@
 Read-only and safe while workers run; used by ``txlake progress``, the demo,
 the tests and the benchmark to know when everything produced has landed.
 
-Stream feeds report their lake ledger and, with warehouse tables, their MySQL
-ledger (the delta sink's too on the feed the tables derive from); table feeds
-report their fact ledger. With ``tables.derive`` on, the deltas topic adds rows
-(feed ``table_deltas``) whose position is the table agent's committed offset:
-only when those have caught up have the table topics received every change.
+Each feed's partition reports the position of every sink the feed names (read through the
+sinks' own :class:`~app.core.sink.Ledger` objects, never started). With ``tables.derive`` on,
+the deltas topic adds rows (feed ``table_deltas``) whose position is the table agent's committed
+offset: only when those have caught up have the table topics received every change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -22,12 +21,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.core.feeds import Feed, derivation_source
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
-from app.lake.sink import read_landed_through
-from app.lake.storage import open_lake_storage
-from app.tables.sink import ledger_feed
-from app.warehouse.sink import WarehouseSink
+from app.runtime.sinks import build_sinks
 
 __all__ = ["PartitionProgress", "feed_progress", "wait_until_landed"]
+
+TABLE_AGENT = "table_agent"
+"""The position name of the table agent's committed offset on a deltas partition."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,22 @@ class PartitionProgress:
     topic: str
     partition: int
     last_offset: int
-    lake: int | None  # None: the feed does not land in the lake (table feeds, deltas)
-    warehouse: int | None  # None: the feed has no warehouse tables
+    positions: dict[str, int] = field(default_factory=dict)  # sink name -> landed through
+
+    @property
+    def lake(self) -> int | None:
+        """The lake's position (None: the feed does not land in the lake)."""
+        return self.positions.get("lake")
+
+    @property
+    def warehouse(self) -> int | None:
+        """The lowest position of the feed's MySQL-ledgered sinks (None: it has none)."""
+        held = [held for name, held in self.positions.items() if name != "lake"]
+        return min(held) if held else None
 
     @property
     def landed(self) -> bool:
-        return all(held is None or held >= self.last_offset for held in (self.lake, self.warehouse))
+        return all(held >= self.last_offset for held in self.positions.values())
 
 
 async def _last_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
@@ -74,25 +83,18 @@ async def feed_progress(settings: Settings, feeds: tuple[Feed, ...]) -> list[Par
     source = derivation_source(feeds) if settings.tables.derive else None
     topics = [feed.topic for feed in feeds] + ([settings.table_deltas_topic] if source else [])
     last = await _last_offsets(settings, topics)
-    lake_storage = open_lake_storage(settings.lake)  # one S3 client for every ledger read
-    warehouse = WarehouseSink(settings.mysql) if any(feed.warehouse or feed.is_table for feed in feeds) else None
+    deltas_partitions = sum(tp.topic == settings.table_deltas_topic for tp in last) if source else None
+    sinks = build_sinks(settings, feeds, None, deltas_partitions or None)
     rows = []
     try:
         for feed in feeds:
             for tp in sorted((tp for tp in last if tp.topic == feed.topic), key=lambda tp: tp.partition):
-                lake = None if feed.is_table else read_landed_through(lake_storage, feed.dataset, feed.topic, tp.partition)
-                held = None
-                if warehouse is not None and (feed.warehouse or feed.is_table):
-                    held = await warehouse.landed_through(feed.name, feed.topic, tp.partition)
-                if warehouse is not None and feed is source:
-                    sent = await warehouse.landed_through(ledger_feed(feed.name), feed.topic, tp.partition)
-                    held = sent if held is None else min(held, sent)
-                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last[tp], lake, held))
+                positions = {sink.name: await sink.ledger.read(feed, tp.partition) for sink in sinks.of(feed)}
+                rows.append(PartitionProgress(feed.name, feed.topic, tp.partition, last[tp], positions))
         if source is not None:
             rows.extend(await _deltas_progress(settings, {tp: o for tp, o in last.items() if tp.topic == settings.table_deltas_topic}))
     finally:
-        if warehouse is not None:
-            await warehouse.stop()
+        await sinks.stop()
     return rows
 
 
@@ -107,7 +109,7 @@ async def _deltas_progress(settings: Settings, last: dict[TopicPartition, int]) 
         for tp in sorted(last, key=lambda tp: tp.partition):
             committed = await consumer.committed(tp)
             position = -1 if committed is None else committed - 1
-            rows.append(PartitionProgress("table_deltas", tp.topic, tp.partition, last[tp], None, position))
+            rows.append(PartitionProgress("table_deltas", tp.topic, tp.partition, last[tp], {TABLE_AGENT: position}))
         return rows
     finally:
         await consumer.stop()

@@ -47,7 +47,7 @@ async def ensure_derivation_topics(settings: Settings, feeds: tuple[Feed, ...], 
 async def _ensure_derivation(settings: Settings, feeds: tuple[Feed, ...], replication: int) -> tuple[int, list[str]]:
     source = derivation_source(feeds)
     if source is None:
-        raise ConfigurationError("tables.derive is on but no feed sets derive_tables = true")
+        raise ConfigurationError("tables.derive is on but no feed names the deltas sink (sinks = [..., \"deltas\"])")
     admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:

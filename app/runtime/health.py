@@ -7,7 +7,8 @@
   (faust-streaming#175, #523, #640); a restart is the cure. A feed blocked on a sink outage
   is busy (retrying), not stalled: that is a readiness problem, not a liveness one.
 * ``/readyz`` -- partitions assigned, no rebalance in progress, Kafka answered the last lag
-  poll, MySQL answers ``SELECT 1``, the lake accepts a write. Not ready while recovering.
+  poll, and every sink's :meth:`~app.core.sink.Sink.probe` passes (MySQL answers ``SELECT 1``,
+  the lake accepts a write). Not ready while recovering.
 
 Both are cheap: the lag poll runs in the background every ``lag_interval_s``; the probes only
 read its result, plus one MySQL ping and one small file write, each bounded by a timeout.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,10 +28,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.core import metrics
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
-from app.lake.sink import LakeSink
+from app.core.sink import Sink
 from app.runtime.fetcher import StreamFetcher
 from app.runtime.landing import FeedLanding
-from app.warehouse.sink import WarehouseSink
 
 __all__ = ["Health"]
 
@@ -46,15 +46,13 @@ class Health:
         self,
         settings: Settings,
         landings: Sequence[FeedLanding],
-        lake: LakeSink,
-        warehouse: WarehouseSink | None,
+        sinks: Iterable[Sink],
         fetcher: StreamFetcher | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.settings = settings
         self.landings = {landing.feed.topic: landing for landing in landings}
-        self.lake = lake
-        self.warehouse = warehouse
+        self.sinks = tuple(sinks)
         self.started_at = time.monotonic()
         self.lag: dict[TopicPartition, int] = {}
         self.lag_refreshed_at: float | None = None
@@ -127,15 +125,13 @@ class Health:
             time.monotonic() - self.lag_refreshed_at < 3 * self.settings.health.lag_interval_s
         )
         checks["kafka"] = "ok" if fresh else "no recent answer"
-        if self.warehouse is not None:
-            checks["mysql"] = await self._probe(self.warehouse.ping())
-        checks["lake"] = await self._probe(self.lake.probe())
+        probes = await asyncio.gather(*(self._probe(sink.probe()) for sink in self.sinks))
+        checks.update((sink.name, result) for sink, result in zip(self.sinks, probes, strict=True))
         ready = (
             bool(assigned)
             and checks["rebalancing"] == "no"
             and checks["kafka"] == "ok"
-            and checks.get("mysql", "ok") == "ok"
-            and checks["lake"] == "ok"
+            and all(result == "ok" for result in probes)
         )
         return ready, {"status": "ready" if ready else "not ready", "checks": checks}
 

@@ -1,4 +1,15 @@
-"""Builds the Faust app: one stream agent per feed, the sinks, the dead-letter publisher, /metrics."""
+"""Builds the Faust app: the sinks, one stream agent per feed, the table agent, the fetcher, the web views.
+
+The pieces and their order (the data flow, :doc:`docs/architecture.md`):
+
+1. :func:`~app.runtime.sinks.build_sinks` -- one instance of every sink the feeds name;
+2. one :class:`~app.runtime.landing.FeedLanding` and one stream agent (:mod:`agents.streams`) per feed;
+3. the table agent (:mod:`agents.tables`) when the worker derives the tables;
+4. the :class:`~app.runtime.fetcher.StreamFetcher`, started once every sink has started, which hands
+   whole batches to the agents and resumes each partition from its sinks' lowest position;
+5. health, metrics, and the snapshot and export endpoints;
+6. the lake's maintenance schedule (:mod:`app.lake.schedule`: compaction of closed days, vacuum).
+"""
 
 from __future__ import annotations
 
@@ -15,32 +26,23 @@ from agents.dead_letters import register_dead_letter_monitor
 from agents.streams import EXIT_UNEXPECTED, register_stream_agent
 from agents.tables import register_table_agent
 from app.core.dead_letters import DeadLetterPublisher
-from app.core.feeds import Feed, derivation_source, load_feeds
+from app.core.feeds import Feed, load_feeds
 from app.core.retry import Backoff
 from app.core.security import faust_broker_credentials, kafka_client_options, request_size_limit
 from app.core.settings import Settings
-from app.core.sink import Sink
 from app.exports.jobs import ExportJobs
 from app.exports.web import mount_exports
 from app.lake.schedule import MaintenanceSchedule
-from app.lake.sink import LakeSink
 from app.runtime.fetcher import FetchedBatch, StreamFetcher
 from app.runtime.health import Health
 from app.runtime.landing import FeedLanding
+from app.runtime.sinks import SinkSet, build_sinks
 from app.snapshots.service import Snapshotter
 from app.snapshots.web import mount_snapshots
-from app.tables.rates import load_rates
-from app.tables.sink import DeltaSink
-from app.warehouse.facts import FactSink
-from app.warehouse.sink import WarehouseSink
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-
-def _broker_urls(bootstrap_servers: str) -> list[str]:
-    return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
 
 
 def create_app(
@@ -55,11 +57,58 @@ def create_app(
     feeds = feeds if feeds is not None else load_feeds(settings)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
-    # Faust's own consumer (its group is "<group_id>-control") only reads the dead-letter topic;
-    # the stream feeds are fetched in whole batches by the StreamFetcher in group "<group_id>".
+    app = _faust_app(settings)
+    dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
+    backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
+    sinks = build_sinks(settings, feeds, dead_letters, table_partitions)
+    if "deltas" in sinks.by_name and table_partitions:
+        register_table_agent(
+            app,
+            settings.table_deltas_topic,
+            table_partitions,
+            {f.table: f.topic for f in feeds if f.table},
+            kafka_client_options(settings.kafka),
+        )
+    landings = [FeedLanding(feed, sinks.of(feed), dead_letters, backoff) for feed in feeds]
+    agents = {landing.feed.topic: register_stream_agent(app, landing.feed, landing) for landing in landings}
+    register_dead_letter_monitor(app, settings.dead_letter_topic)
+
+    async def deliver(batch: FetchedBatch) -> None:
+        await agents[batch.feed.topic].channel.hand_over(batch)
+
+    fetcher = StreamFetcher(settings, feeds, deliver, sinks.position)
+    _run_fetcher(app, fetcher, sinks, backoff)
+    health = Health(settings, landings, sinks, fetcher)
+    _mount_health(app, health)
+    snapshotter, exports = Snapshotter(settings), ExportJobs(settings)
+    mount_snapshots(app, settings, snapshotter)
+    mount_exports(app, settings, exports)
+    maintenance = MaintenanceSchedule(settings)
+    if settings.lake.compaction.enabled and "lake" in sinks.by_name:
+        _run_maintenance(app, maintenance)
+
+    @app.on_before_shutdown.connect
+    async def _stop(_app: faust.App, **_: object) -> None:
+        fetcher.stop()
+        await health.close()
+        await snapshotter.close()
+        await exports.close()
+        await maintenance.close()
+        await sinks.stop()
+
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    """The Faust app of the settings: raw bytes in and out, Kafka's own naming for the knobs.
+
+    Faust's own consumer (its group is ``<group_id>-control``) reads only the dead-letter topic
+    and, when deriving, the deltas; the stream feeds are fetched in whole batches by the
+    :class:`StreamFetcher` in group ``<group_id>``.
+    """
     app = faust.App(
         settings.faust_app_id,
-        broker=_broker_urls(settings.kafka.bootstrap_servers),
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",") if server.strip()],
         value_serializer="raw",
         key_serializer="raw",
         web_host=settings.web.host,
@@ -80,62 +129,14 @@ def create_app(
         setup_prometheus_sensors(app, name_prefix="faust")
     else:
         app.page("/metrics")(_metrics_view)
+    return app
 
-    lake = LakeSink.from_settings(settings.lake)
-    warehouse = WarehouseSink(settings.mysql)
-    dead_letters = DeadLetterPublisher(app.producer, settings.dead_letter_topic, connector=settings.kafka.group_id)
-    backoff = Backoff(settings.errors.retry_backoff_ms / 1000, settings.errors.retry_backoff_max_ms / 1000)
-    facts = FactSink(settings.mysql, dead_letters)
-    source = derivation_source(feeds) if table_partitions else None
-    deltas = (
-        DeltaSink(settings.mysql, kafka_client_options(settings.kafka), settings.table_deltas_topic, table_partitions,
-                  load_rates(settings.tables.exchange_rates_file))
-        if source is not None and table_partitions
-        else None
-    )
-    if deltas is not None:
-        register_table_agent(
-            app,
-            settings.table_deltas_topic,
-            table_partitions,
-            {f.table: f.topic for f in feeds if f.table},
-            kafka_client_options(settings.kafka),
-        )
-    uses_warehouse = any(feed.warehouse or feed.is_table for feed in feeds)
 
-    def sinks_of(feed: Feed) -> list[Sink]:
-        if feed.is_table:
-            return [facts]
-        sinks: list[Sink] = [lake, warehouse] if feed.warehouse else [lake]
-        return [*sinks, deltas] if deltas is not None and feed is source else sinks
-
-    landings, agents = [], {}
-    for feed in feeds:
-        landing = FeedLanding(feed, sinks_of(feed), dead_letters, backoff)
-        agents[feed.topic] = register_stream_agent(app, feed, landing)
-        landings.append(landing)
-    register_dead_letter_monitor(app, settings.dead_letter_topic)
-
-    async def deliver(batch: FetchedBatch) -> None:
-        await agents[batch.feed.topic].channel.hand_over(batch)
-
-    async def held_through(feed: Feed, partition: int) -> int:
-        """What every sink of the feed holds for the partition: the lowest ledger position."""
-        if feed.is_table:
-            return await facts.landed_through(feed.name, feed.topic, partition)
-        lake.forget(feed.dataset, feed.topic, partition)  # another worker may have moved it on
-        positions = [await asyncio.to_thread(lake.landed_through, feed.dataset, feed.topic, partition)]
-        if feed.warehouse:
-            positions.append(await warehouse.landed_through(feed.name, feed.topic, partition))
-        if deltas is not None and feed is source:
-            positions.append(await deltas.held_through(feed.name, feed.topic, partition))
-        return min(positions)
-
-    fetcher = StreamFetcher(settings, feeds, deliver, held_through)
-
+def _run_fetcher(app: faust.App, fetcher: StreamFetcher, sinks: SinkSet, backoff: Backoff) -> None:
     @app.task
     async def _fetch_streams() -> None:
         try:
+            await sinks.start(backoff)
             await fetcher.run()
         except asyncio.CancelledError:
             raise
@@ -145,32 +146,11 @@ def create_app(
             logging.shutdown()
             os._exit(EXIT_UNEXPECTED)
 
-    health = Health(settings, landings, lake, warehouse if uses_warehouse else None, fetcher)
-    _mount_health(app, health)
-    snapshotter = Snapshotter(settings)
-    mount_snapshots(app, settings, snapshotter)
-    exports = ExportJobs(settings)
-    mount_exports(app, settings, exports)
-    maintenance = MaintenanceSchedule(settings)
-    if settings.lake.compaction.enabled:
 
-        @app.task
-        async def _lake_maintenance() -> None:
-            await maintenance.run_forever(first_delay_s=min(30.0, maintenance.interval_s))
-
-    @app.on_before_shutdown.connect
-    async def _stop(_app: faust.App, **_: object) -> None:
-        fetcher.stop()
-        await health.close()
-        await snapshotter.close()
-        await exports.close()
-        await maintenance.close()
-        await warehouse.stop()
-        await facts.stop()
-        if deltas is not None:
-            await deltas.stop()
-
-    return app
+def _run_maintenance(app: faust.App, maintenance: MaintenanceSchedule) -> None:
+    @app.task
+    async def _lake_maintenance() -> None:
+        await maintenance.run_forever(first_delay_s=min(30.0, maintenance.interval_s))
 
 
 async def _metrics_view(web: Any, request: Any) -> Any:

@@ -19,19 +19,18 @@ from aiokafka import AIOKafkaProducer
 
 from app.core.errors import TransientError, WarehouseSinkError
 from app.core.settings import MySQLSettings
-from app.core.sink import Batch
+from app.core.sink import Batch, Sink
 from app.tables.deltas import delta_messages
-from app.warehouse.sink import MYSQL_FAILURES, WRITE_LEDGER, WarehouseSink
+from app.warehouse.ledger import MySQLLedger
+from app.warehouse.mysql import MYSQL_FAILURES, MySQLPool
 
-__all__ = ["DeltaSink", "ledger_feed"]
+__all__ = ["DELTAS_LEDGER", "DeltaSink"]
+
+DELTAS_LEDGER = "deltas"
+"""The suffix of the delta sink's ledger rows: ``<feed>:deltas``."""
 
 
-def ledger_feed(feed_name: str) -> str:
-    """The ledger row name of the delta sink for a feed."""
-    return f"{feed_name}:deltas"
-
-
-class DeltaSink(WarehouseSink):
+class DeltaSink(Sink):
     """Sends a transaction feed's contributions to the deltas topic, at least once, ledgered."""
 
     name = "deltas"
@@ -44,7 +43,8 @@ class DeltaSink(WarehouseSink):
         partitions: int,
         rates: Mapping[str, Decimal],
     ) -> None:
-        super().__init__(mysql)
+        self.pool = MySQLPool(mysql)
+        self.ledger = MySQLLedger(self.pool, DELTAS_LEDGER)
         self.client_options = client_options  # app.core.security.kafka_client_options
         self.topic = topic
         self.partitions = partitions
@@ -52,7 +52,7 @@ class DeltaSink(WarehouseSink):
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        await super().start()
+        await self.pool.start()
         if self._producer is None:
             producer = AIOKafkaProducer(
                 **self.client_options,
@@ -64,23 +64,19 @@ class DeltaSink(WarehouseSink):
             self._producer = producer
 
     async def write(self, batch: Batch) -> int:
-        try:
-            return await self._write(batch)
-        except MYSQL_FAILURES as exc:
-            raise WarehouseSinkError(f"delta ledger of {batch.describe()}: {exc}") from exc
-
-    async def _write(self, batch: Batch) -> int:
-        feed = ledger_feed(batch.feed.name)
-        landed = await self.landed_through(feed, batch.topic, batch.partition)
+        landed = await self.ledger.read(batch.feed, batch.partition)
         pending = batch.after(landed)
         if pending.last_offset <= landed:
             return 0
         if pending.records:
             await self._send(pending)
-        async with self._connection() as connection, connection.cursor() as cursor:
-            await connection.begin()
-            await cursor.execute(WRITE_LEDGER, (feed, batch.topic, batch.partition, pending.last_offset))
-            await connection.commit()
+        try:
+            async with self.pool.connection() as connection, connection.cursor() as cursor:
+                await connection.begin()
+                await self.ledger.advance(cursor, batch.feed, batch.partition, pending.last_offset)
+                await connection.commit()
+        except MYSQL_FAILURES as exc:
+            raise WarehouseSinkError(f"delta ledger of {batch.describe()}: {exc}") from exc
         return len(pending.records)
 
     async def _send(self, batch: Batch) -> None:
@@ -96,13 +92,11 @@ class DeltaSink(WarehouseSink):
         except Exception as exc:  # aiokafka's KafkaError family and timeouts
             raise TransientError(f"delta send for {batch.describe()} failed: {exc}") from exc
 
-    async def held_through(self, feed_name: str, topic: str, partition: int) -> int:
-        """The ledger position of the feed's deltas for one partition (-1: nothing sent yet)."""
-        return await self.landed_through(ledger_feed(feed_name), topic, partition)
+    async def probe(self) -> None:
+        await self.pool.ping()
 
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
-        await super().stop()
-
+        await self.pool.stop()

@@ -1,8 +1,8 @@
 """The fact sink: a table feed's changelog kept current in its fact table's live rows.
 
 Live rows are the fact rows with ``snapshot_version = 0``. For a batch of one (feed, topic,
-partition) the sink, inside one MySQL transaction (the :class:`WarehouseSink` protocol; this
-class supplies step 2-4 as ``_land``):
+partition) the sink, inside one MySQL transaction
+(:func:`~app.warehouse.ledger.land_in_transaction`):
 
 1. locks the ledger row and drops the records at or below ``landed_through`` (a replay);
 2. reduces the batch to the last change per key (offset order), so a key updated 50 times in a
@@ -29,8 +29,9 @@ import aiomysql
 
 from app.core.dead_letters import DeadLetter, DeadLetterPublisher
 from app.core.settings import MySQLSettings
-from app.core.sink import Batch
-from app.warehouse.sink import WarehouseSink
+from app.core.sink import Batch, Sink
+from app.warehouse.ledger import MySQLLedger, land_in_transaction
+from app.warehouse.mysql import MySQLPool
 from models.tables import TableRow, TableSpec, encode_key
 
 __all__ = ["FactSink", "UNKNOWN_KEY"]
@@ -41,14 +42,27 @@ UNKNOWN_KEY = "unknown_key"
 _LIVE = 0  # snapshot_version of the live rows
 
 
-class FactSink(WarehouseSink):
+class FactSink(Sink):
     """Lands table feeds into their fact tables' live rows."""
 
     name = "facts"
 
-    def __init__(self, settings: MySQLSettings, dead_letters: DeadLetterPublisher) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: MySQLSettings, dead_letters: DeadLetterPublisher | None) -> None:
+        self.pool = MySQLPool(settings)
+        self.ledger = MySQLLedger(self.pool)
         self.dead_letters = dead_letters
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def write(self, batch: Batch) -> int:
+        return await land_in_transaction(self.pool, self.ledger, batch, self._land)
+
+    async def probe(self) -> None:
+        await self.pool.ping()
+
+    async def stop(self) -> None:
+        await self.pool.stop()
 
     async def _land(self, cursor: aiomysql.Cursor, pending: Batch) -> int:
         spec = pending.feed.table_spec
@@ -64,8 +78,11 @@ class FactSink(WarehouseSink):
         if deletes:
             await cursor.executemany(_delete_sql(spec), [(*k, _LIVE) for k in deletes])
         if unknown:
+            if self.dead_letters is None:
+                raise RuntimeError("a fact sink built without a dead-letter publisher (read-only) was asked to write")
             await self.dead_letters.publish([_unknown_tombstone(pending, spec, offset, k) for offset, k in unknown])
         return len(pending.records) - len(unknown)
+
 
 def _last_change_per_key(
     records: Sequence[TableRow], offsets: Sequence[int], existing: set[tuple[str, ...]]

@@ -27,7 +27,8 @@ from app.core.errors import LakeSinkError
 from app.core.feeds import Feed
 from app.core.settings import LakeSettings
 from app.core.sink import Batch
-from app.lake.sink import LakeSink, read_landed_through
+from app.lake.ledger import read_landed_through
+from app.lake.sink import LakeSink
 from app.lake.storage import ObjectStorage, open_lake_storage
 from tools.loadgen import generate
 
@@ -160,7 +161,7 @@ async def test_a_batch_spanning_days_lands_one_object_per_day(lake, records):
     assert read_landed_through(_storage(lake), FEED.dataset, "tx", 0) == len(records) - 1
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == len(records) - 1
     assert read_landed_through(lake, FEED.dataset, "tx", 1) == -1
-    assert sink.landed_through(FEED.dataset, "tx", 0) == len(records) - 1
+    assert await sink.position(FEED, 0) == len(records) - 1
 
 
 async def test_replays_are_skipped_and_overlaps_land_only_the_new_part(lake, records):
@@ -222,7 +223,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     def die(*_args, **_kwargs):
         raise SystemExit("killed before the ledger PUT")
 
-    monkeypatch.setattr("app.lake.sink._write_durably", die)
+    monkeypatch.setattr("app.lake.ledger._write_durably", die)
     with pytest.raises(SystemExit):
         sink.write_sync(_batch(records[100:], first_offset=100))
     monkeypatch.undo()
@@ -234,7 +235,7 @@ async def test_crash_before_the_commit_point_leaves_only_staged_objects(lake, re
     assert read_landed_through(lake, FEED.dataset, "tx", 0) == 99
 
     restarted = LakeSink.from_settings(lake.model_copy(update={"staging_grace_s": 0}))
-    assert restarted.landed_through(FEED.dataset, "tx", 0) == 99  # recovery deleted the staged objects
+    assert await restarted.position(FEED, 0) == 99  # recovery deleted the staged objects
     assert not _objects(lake, "_txlake/staging")
     assert await restarted.write(_batch(records[100:], first_offset=100)) == 200
     assert sorted(_visible(lake).column("_kafka_offset").to_pylist()) == list(range(300))

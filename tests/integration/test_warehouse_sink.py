@@ -51,13 +51,13 @@ def _moved(tx, city: str, at: datetime):
 async def test_rows_and_ledger_commit_together_and_replays_change_nothing(sink, warehouse_db):
     records = list(generate(400, seed=5, now=NOW, users=50))
     assert await sink.write(_batch(records[:250])) == 250
-    assert await sink.landed_through("transaction_stream", "tx", 0) == 249
+    assert await sink.position(FEED, 0) == 249
     before = await fetch_all(warehouse_db, "SELECT * FROM dim_users ORDER BY user_id")
     assert await sink.write(_batch(records[:250])) == 0
     assert await fetch_all(warehouse_db, "SELECT * FROM dim_users ORDER BY user_id") == before
     assert await sink.write(_batch(records[200:], first_offset=200)) == 150  # 200..249 were held
-    assert await sink.landed_through("transaction_stream", "tx", 0) == 399
-    assert await sink.landed_through("transaction_stream", "tx", 1) == -1
+    assert await sink.position(FEED, 0) == 399
+    assert await sink.position(FEED, 1) == -1
 
 
 async def test_the_latest_event_wins_by_event_time_not_arrival(sink, warehouse_db):

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from app.exports.day_swap import ExportDaySwap, cut_of, recover_work, work_root
 from app.exports.request import ExportRequest
 from app.lake.day_swap import DaySwap
-from app.lake.sink import DayPartition, LedgerEntry
+from app.lake.ledger import LedgerEntry
+from app.lake.sink import DayPartition
 
 DATASET, TOPIC = "streams/s", "tx"
 DAY = DayPartition(2026, 11, 24)

@@ -13,7 +13,7 @@ from app.runtime.health import Health
 
 def _health(landing) -> Health:
     settings = Settings(health={"stall_timeout_s": 10})
-    health = Health(settings=settings, landings=[], lake=None, warehouse=None)
+    health = Health(settings=settings, landings=[], sinks=[])
     health.landings = {"tx": landing}
     return health
 

@@ -6,6 +6,7 @@ tests/integration/test_lake_compaction.py; here the compactor runs with no fence
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -27,9 +28,10 @@ from app.core.sink import Batch
 from app.lake.compaction import STEPS, HiveCompactor, active_journals, is_compacted_file, list_day_files, read_day_record
 from app.lake.dataset_lock import DatasetBusy, DatasetLock
 from app.lake.day_lock import day_lock, move_into_day
+from app.lake.ledger import LedgerEntry
 from app.lake.maintenance import HiveMaintenance, is_closed
 from app.lake.rewrite import OFFSETS_KEY, read_sources, rewrite_sorted
-from app.lake.sink import DayPartition, LakeSink, LedgerEntry
+from app.lake.sink import DayPartition, LakeSink
 from app.lake.storage import LocalStorage
 from app.lake.view import read_stream, stream_view
 from tools.loadgen import generate
@@ -309,7 +311,7 @@ def test_a_batch_spanning_days_is_visible_to_the_view_all_at_once(tmp_path: Path
     view = stream_view(storage, DATASET)
     assert view.landed_through == {0: 1499} and view.visible_through == {0: 999} and view.pending == {0: (999, 1499)}
     assert _positions(view.read(storage)) == [(0, o) for o in range(1000)]  # ... the view none of it
-    LakeSink(tmp_path).landed_through(DATASET, "tx", 0)  # the next owner's recovery rolls the moves forward
+    asyncio.run(LakeSink(tmp_path).position(FEED, 0))  # the next owner's recovery rolls the moves forward
     assert _positions(read_stream(storage, DATASET)) == [(0, o) for o in range(1500)]
     assert stream_view(storage, DATASET).pending == {}
 

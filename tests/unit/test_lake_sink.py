@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pyarrow.dataset as ds
 import pytest
 
-import app.lake.sink as lake_module
+import app.lake.ledger as ledger_module
 from app.core.feeds import Feed
 from app.core.sink import Batch
-from app.lake.sink import LakeSink, read_landed_through, split_by_day
+from app.lake.ledger import read_landed_through
+from app.lake.sink import LakeSink, split_by_day
 from tools.loadgen import generate
 
 FEED = Feed(name="transaction_stream", topic="tx", record="transaction", dataset="streams/transaction_stream")
@@ -103,7 +105,7 @@ async def test_crash_before_the_commit_point_leaves_nothing_visible(tmp_path, re
     def die(*_args, **_kwargs):
         raise SystemExit("killed before the ledger was written")
 
-    monkeypatch.setattr("app.lake.sink._write_durably", die)
+    monkeypatch.setattr("app.lake.ledger._write_durably", die)
     with pytest.raises(SystemExit):
         sink.write_sync(_batch(records[100:], first_offset=100))
     monkeypatch.undo()
@@ -155,14 +157,13 @@ async def test_recovery_spares_the_young_staged_files_of_a_writer_still_landing(
     at nothing (records lost)."""
     old_owner, new_owner = LakeSink(tmp_path), LakeSink(tmp_path)
     await old_owner.write(_batch(records[:100]))
-    real_write = lake_module._write_durably
+    real_write = ledger_module._write_durably
 
     def recover_elsewhere_then_commit(storage, path, data):
-        new_owner.forget(FEED.dataset, "tx", 0)
-        assert new_owner.landed_through(FEED.dataset, "tx", 0) == 99  # recovery runs now
+        assert asyncio.run(new_owner.position(FEED, 0)) == 99  # the new owner's recovery runs now
         real_write(storage, path, data)
 
-    monkeypatch.setattr(lake_module, "_write_durably", recover_elsewhere_then_commit)
+    monkeypatch.setattr(ledger_module, "_write_durably", recover_elsewhere_then_commit)
     assert await old_owner.write(_batch(records[100:], first_offset=100)) == 200
     assert sorted(_visible(tmp_path).column("_kafka_offset").to_pylist()) == list(range(300))
 

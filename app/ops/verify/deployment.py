@@ -31,7 +31,7 @@ from aiokafka import TopicPartition
 
 from app.core.feeds import Feed
 from app.core.settings import Settings
-from app.lake.sink import read_landed_through
+from app.lake.ledger import read_landed_through
 from app.lake.storage import LakeStorage, open_lake_storage
 from app.ops.verify import sources
 from app.ops.verify.reconcile import PartitionFindings, PartitionPositions, reconcile_partition
