@@ -197,7 +197,8 @@ def test_stream_datasets_are_described_by_listing(tmp_path):
     assert sorted(described["partitions"]) == ["year=2026/month=11/day=24", "year=2026/month=11/day=25"]
     assert described["file_count"] == 2 and described["schema"] == [{"name": "id", "type": "int64", "nullable": True}]
     assert list_datasets(storage) == [
-        {"dataset": "streams/s", "kind": "stream", "file_count": 2, "bytes": described["bytes"], "partitions": 2}
+        {"dataset": "streams/s", "kind": "stream", "file_count": 2, "bytes": described["bytes"], "partitions": 2,
+         "compacted_days": 0}
     ]
     with pytest.raises(KeyError):
         describe_dataset(storage, "streams/nothing")
