@@ -1,5 +1,5 @@
 # Common tasks. The two a newcomer needs: `make demo` and `make test`.
-.PHONY: check demo test unit bench bench-tables bench-export up down install clean
+.PHONY: check demo test unit bench bench-tables bench-export bench-lake up down install clean
 
 install:            ## create .venv with the pinned dependencies
 	bash scripts/bootstrap.sh
@@ -30,6 +30,9 @@ bench-tables:       ## the table path: derivation throughput, produce-to-MySQL l
 
 bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (writes bench/results/export-*.json)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000
+
+bench-lake:         ## lake size against JSON before/after compaction (Snappy, ZSTD), compaction speed, landing beside compaction (bench/results/lake-*)
+	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.lake
 
 clean:              ## remove the demo lake and local worker state (not the services' data)
 	rm -rf lake .infra/worker .infra/worker.log
