@@ -88,7 +88,7 @@ def _settings(env: dict[str, str]) -> Any:
 
 def json_bytes(transactions: int, now: datetime, days: int, late: float, settings: Any, topics: Any) -> dict[str, int]:
     """Bytes of the Kafka message values (JSON) of the load, per topic: the same records, generated again."""
-    from models.wire import to_wire
+    from models.transaction import to_wire
     from tools.loadgen import _stream_records, generate  # the producer's own record fan-out
 
     key = settings.anonymization.key.get_secret_value().encode()
