@@ -418,6 +418,9 @@ class HiveCompactor:
         _checkpoint("recorded")
         self.storage.delete(_active_key(journal.dataset, day, journal.generation))
         self._drop_work(f"{_work_day(journal.dataset, day)}/{journal.generation}")
+        if isinstance(self.storage, LocalStorage):  # object stores have no empty directories to leave behind
+            for kind in ("active", "work"):
+                _prune_empty(self.storage.root / CONTROL_DIR / "compaction" / kind, f"{journal.dataset}/{journal.day}")
 
     def _drop_work(self, work: str) -> None:
         try:
@@ -456,6 +459,18 @@ class HiveCompactor:
         if isinstance(self.storage, LocalStorage):
             _remove_empty_dirs(self.storage.root / CONTROL_DIR / "compaction" / "work" / dataset)
         return {"rolled_forward": rolled, "removed_files": removed, "removed_bytes": removed_bytes}
+
+
+def _prune_empty(base: Path, relative: str) -> None:
+    """Remove ``base/relative`` and its parents up to ``base`` while they are empty."""
+    path = base / relative
+    while path != base and path.is_relative_to(base):
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or gone
+            if path.exists():
+                return
+        path = path.parent
 
 
 def _remove_empty_dirs(top: Path) -> None:
