@@ -37,6 +37,9 @@ bench-derived:      ## the derived streams' cost: worker CPU-µs per transaction
 bench-delta:        ## Delta against hive Parquet: lake sink landing throughput back to back (bench/results/delta-LATEST.*)
 	bash scripts/bootstrap.sh && .venv/bin/python -m bench.delta
 
+bench-lake:         ## lake size against JSON before/after compaction (Snappy, ZSTD), compaction speed, landing beside compaction (bench/results/lake-LATEST.*)
+	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.lake
+
 bench-export:       ## 5M-row ksqlDB table export into Parquet, then 1M rows into lake + MariaDB (bench/results/export-LATEST.*)
 	bash scripts/bootstrap.sh && bash scripts/infra/up.sh && .venv/bin/python -m bench.export_bench --rows 5000000 --warehouse-rows 1000000
 

@@ -117,6 +117,8 @@ def new_run(rotate_interval_ms: int) -> Run:
         # The stream path as issue 2 defines it (lake + dimensions); the table path, which adds the
         # derivation to the transaction feed, has its own benchmark (bench/tables.py).
         "TXLAKE_TABLES__DERIVE": "false",
+        # Landing alone; landing beside compaction is measured by bench/lake.py.
+        "TXLAKE_LAKE__COMPACTION__ENABLED": "false",
         "TXLAKE_WEB__HOST": "127.0.0.1",
         "TXLAKE_WEB__PORT": str(run.web_port),
     }

@@ -183,6 +183,10 @@ def _describer(settings: Settings) -> Callable[[LakeStorage, str], dict[str, Any
     return describe
 
 
+def _files(count: int, size: int) -> str:
+    return f"{count} file{'' if count == 1 else 's'} {human_bytes(size)}"
+
+
 def _maintain(settings: Settings, args: argparse.Namespace) -> int:
     from app.lake.formats import maintenance_for
     from app.lake.maintenance import run_maintenance
@@ -194,8 +198,7 @@ def _maintain(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"kind": "compact", **result.to_json()}), flush=True)
             return
-        change = (f"{result.files_before} files {human_bytes(result.bytes_before)} -> "
-                  f"{result.files_after} files {human_bytes(result.bytes_after)}")
+        change = f"{_files(result.files_before, result.bytes_before)} -> {_files(result.files_after, result.bytes_after)}"
         detail = f"{change}, {result.rows:,} rows, {result.seconds:.2f} s" if result.status == "compacted" else result.reason
         print(f"{result.dataset}  {result.day}  {result.status:<9}  {detail}", flush=True)
 
@@ -233,8 +236,8 @@ def _print_description(d: dict[str, Any]) -> None:
             last = v.get("last_compaction")
             change = None
             if last:
-                change = (f"{last['before']['files']} files {human_bytes(last['before']['bytes'])} -> "
-                          f"{last['after']['files']} files {human_bytes(last['after']['bytes'])}")
+                before, after = last["before"], last["after"]
+                change = f"{_files(before['files'], before['bytes'])} -> {_files(after['files'], after['bytes'])}"
             rows.append((p, v["files"], v.get("compacted_files", 0), human_bytes(v["bytes"]),
                          last["finished_at"] if last else None, change))
         print(table(("partition", "files", "compacted", "size", "last compacted (UTC)", "before -> after"), rows))

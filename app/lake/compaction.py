@@ -71,8 +71,9 @@ from app.core.settings import LakeSettings
 from app.lake.day_lock import move_into_day
 from app.lake.day_swap import DaySwap
 from app.lake.files import list_tree, native, remove_tree
+from app.lake.ledger import LakeLedger
 from app.lake.rewrite import read_sources, rewrite_sorted
-from app.lake.sink import DATA_FILE_NAME, DayPartition, read_ledger
+from app.lake.sink import DATA_FILE_NAME, DayPartition
 from app.lake.storage import CONTROL_DIR, LakeStorage, LocalStorage
 
 __all__ = [
@@ -293,7 +294,7 @@ class HiveCompactor:
         prefix = f"{dataset}/{day.path}/"
         moving = set()
         for topic, partition in sorted(partitions):
-            for staged, final in read_ledger(self.storage, dataset, topic, partition).moves:
+            for staged, final in LakeLedger(self.storage).entry(dataset, topic, partition).moves:
                 name = final[len(prefix):]
                 if final.startswith(prefix) and name in names and self.storage.exists(staged):
                     moving.add(name)
@@ -417,6 +418,9 @@ class HiveCompactor:
         _checkpoint("recorded")
         self.storage.delete(_active_key(journal.dataset, day, journal.generation))
         self._drop_work(f"{_work_day(journal.dataset, day)}/{journal.generation}")
+        if isinstance(self.storage, LocalStorage):  # object stores have no empty directories to leave behind
+            for kind in ("active", "work"):
+                _prune_empty(self.storage.root / CONTROL_DIR / "compaction" / kind, f"{journal.dataset}/{journal.day}")
 
     def _drop_work(self, work: str) -> None:
         try:
@@ -444,7 +448,7 @@ class HiveCompactor:
             topic, _, name = entry.path[len(ledgers) + 1:].rpartition("/")
             if not name.endswith(".json") or not name[:-5].isdigit():
                 continue
-            for staged, final in read_ledger(self.storage, dataset, topic, int(name[:-5])).moves:
+            for staged, final in LakeLedger(self.storage).entry(dataset, topic, int(name[:-5])).moves:
                 rolled += move_into_day(self.storage, staged, final)
         for prefix in (f"{CONTROL_DIR}/compaction/work/{dataset}", f"{CONTROL_DIR}/staging/{dataset}"):
             for entry in list_tree(self.storage, prefix):
@@ -455,6 +459,18 @@ class HiveCompactor:
         if isinstance(self.storage, LocalStorage):
             _remove_empty_dirs(self.storage.root / CONTROL_DIR / "compaction" / "work" / dataset)
         return {"rolled_forward": rolled, "removed_files": removed, "removed_bytes": removed_bytes}
+
+
+def _prune_empty(base: Path, relative: str) -> None:
+    """Remove ``base/relative`` and its parents up to ``base`` while they are empty."""
+    path = base / relative
+    while path != base and path.is_relative_to(base):
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or gone
+            if path.exists():
+                return
+        path = path.parent
 
 
 def _remove_empty_dirs(top: Path) -> None:

@@ -59,11 +59,7 @@ class LeaseStore:
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> LeaseStore:
-        s = self.mysql
-        self._connection = await aiomysql.connect(
-            host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(), db=s.database,
-            charset="utf8mb4", connect_timeout=s.connect_timeout_s, autocommit=True, ssl=mysql_ssl_context(s),
-        )
+        await self._connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -71,11 +67,30 @@ class LeaseStore:
             self._connection.close()
             self._connection = None
 
+    async def _connect(self) -> None:
+        s = self.mysql
+        self._connection = await aiomysql.connect(
+            host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(), db=s.database,
+            charset="utf8mb4", connect_timeout=s.connect_timeout_s, autocommit=True, ssl=mysql_ssl_context(s),
+        )
+
     async def _execute(self, sql: str, args: tuple) -> tuple[int, list[tuple]]:
-        assert self._connection is not None, "use LeaseStore as an async context manager"
-        async with self._lock, self._connection.cursor() as cursor:
-            await cursor.execute(sql, args)
-            return cursor.rowcount, list(await cursor.fetchall())
+        """Run one autocommit statement; a broken connection is replaced once (every statement is idempotent)."""
+        async with self._lock:
+            for attempt in (1, 2):
+                if self._connection is None or self._connection.closed:
+                    await self._connect()
+                assert self._connection is not None
+                try:
+                    async with self._connection.cursor() as cursor:
+                        await cursor.execute(sql, args)
+                        return cursor.rowcount, list(await cursor.fetchall())
+                except (aiomysql.OperationalError, aiomysql.InterfaceError):
+                    self._connection.close()
+                    self._connection = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
     async def acquire(self, resource: str, lease_s: float) -> Lease | None:
         """The lease on ``resource``, or None when someone else holds it unexpired."""
@@ -123,10 +138,17 @@ class LeaseStore:
         except Exception as exc:  # noqa: BLE001 - the lease then simply expires
             logger.warning("lease on %s not released (it expires by itself): %s", lease.resource, exc)
 
-    async def keep(self, lease: Lease) -> None:
-        """Renew ``lease`` every third of its length until cancelled or lost."""
+    async def keep(self, lease: Lease, stop: asyncio.Event) -> None:
+        """Renew ``lease`` every third of its length until ``stop`` is set or the lease is lost.
+
+        Stopped by an event, not cancelled: a statement cancelled half-way would break the connection.
+        """
         while True:
-            await asyncio.sleep(lease.lease_s / 3)
+            try:
+                await asyncio.wait_for(stop.wait(), lease.lease_s / 3)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 if not await self.renew(lease):
                     logger.error("lease on %s was taken over", lease.resource)
@@ -141,11 +163,12 @@ class LeaseStore:
         if lease is None:
             yield None
             return
-        keeper = asyncio.get_running_loop().create_task(self.keep(lease))
+        stop = asyncio.Event()
+        keeper = asyncio.get_running_loop().create_task(self.keep(lease, stop))
         try:
             yield lease
         finally:
-            keeper.cancel()
+            stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await self.release(lease)

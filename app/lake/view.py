@@ -40,7 +40,8 @@ import pyarrow.dataset as ds
 
 from app.lake.compaction import CompactionJournal, active_journals, list_day_files
 from app.lake.files import list_tree, native
-from app.lake.sink import DATA_FILE_NAME, DayPartition, read_ledger
+from app.lake.ledger import LakeLedger
+from app.lake.sink import DATA_FILE_NAME, DayPartition
 from app.lake.storage import CONTROL_DIR, LakeStorage, LocalStorage
 
 __all__ = ["StreamView", "ViewFile", "read_stream", "stream_view", "vanished"]
@@ -159,7 +160,7 @@ def _ledgers(storage: LakeStorage, dataset: str) -> dict[tuple[str, int], Any]:
     for entry in list_tree(storage, prefix):
         topic, _, name = entry.path[len(prefix) + 1:].rpartition("/")
         if topic and name.endswith(".json") and name[:-5].isdigit():
-            ledgers[(topic, int(name[:-5]))] = read_ledger(storage, dataset, topic, int(name[:-5]))
+            ledgers[(topic, int(name[:-5]))] = LakeLedger(storage).entry(dataset, topic, int(name[:-5]))
     return ledgers
 
 

@@ -92,7 +92,7 @@ def create_app(
     mount_snapshots(app, settings, snapshotter)
     mount_exports(app, settings, exports)
     maintenance = MaintenanceSchedule(settings)
-    if settings.lake.compaction.enabled:
+    if settings.lake.compaction.enabled and "lake" in sinks.by_name:
 
         @app.task
         async def _lake_maintenance() -> None:

@@ -79,13 +79,13 @@ def _positions(table: pa.Table) -> list[tuple[int, int]]:
     return sorted(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
 
 
-def _glob(storage: LakeStorage) -> pa.Table:
+def _glob(storage: LakeStorage, dataset: str = FEED.dataset) -> pa.Table:
     """A plain glob reader: list the dataset, read every Parquet file (pyarrow, hive partitioning)."""
     if isinstance(storage, LocalStorage):
-        source, filesystem = str(storage.root / FEED.dataset), None
+        source, filesystem = str(storage.root / dataset), None
     else:
         assert isinstance(storage, ObjectStorage)
-        source, filesystem = storage.key(FEED.dataset), storage.filesystem
+        source, filesystem = storage.key(dataset), storage.filesystem
     return ds.dataset(source, filesystem=filesystem, format="parquet", partitioning="hive").to_table(columns=COLUMNS)
 
 
@@ -131,9 +131,10 @@ async def test_readers_see_exact_counts_throughout_compaction(settings: Settings
     storage.initialize()
     sink = LakeSink(storage)
     offsets: dict[int, int] = {}
-    _land(sink, list(generate(6000, seed=11, now=NOW, days=3, late_fraction=0.3)), 2, 100, offsets)
+    count = 6000 if lake_kind == "local" else 3000  # moto is slow: fewer, the same number of files per day
+    _land(sink, list(generate(count, seed=11, now=NOW, days=3, late_fraction=0.3)), 2, count // 60, offsets)
     expected = _positions(_glob(storage))
-    assert len(expected) == 6000 and len(set(expected)) == 6000
+    assert len(expected) == count and len(set(expected)) == count
     days_before = {day: len(files) for day, files in list_day_files(storage, FEED.dataset).items()}
     assert max(days_before.values()) >= 15
 
@@ -231,9 +232,9 @@ def _compact(deployment: Any, *args: str, **env: str) -> list[dict]:
 async def test_a_sigkill_at_every_compaction_step_loses_and_duplicates_nothing(deploy, kind: str, request) -> None:
     env = _s3_env(request.getfixturevalue("s3_lake")) if kind == "s3" else {}
     # A killed compactor's lease runs out after lease_ms (the holder cannot release it): short here.
-    deployment = await deploy(2, **env, TXLAKE_LAKE__COMPACTION__ENABLED="false", TXLAKE_LAKE__COMPACTION__LEASE_MS="3000")
+    deployment = await deploy(2, **env, TXLAKE_LAKE__COMPACTION__LEASE_MS="3000")
     worker = deployment.worker().start()
-    await produce_demo(deployment, 3000, seed=21, now=NOW, days=6, late_fraction=0.2)
+    await produce_demo(deployment, 1500, seed=21, now=NOW, days=6, late_fraction=0.2)
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
     storage = open_lake_storage(deployment.settings.lake)
     dataset = deployment.feed("transaction_stream").dataset
@@ -255,12 +256,14 @@ async def test_a_sigkill_at_every_compaction_step_loses_and_duplicates_nothing(d
         names = [f.name for f in list_day_files(storage, dataset)[day]]
         assert len(names) == 1 and is_compacted_file(names[0]), (day, names)
     report = _verify(deployment)
-    assert report["records_checked"] >= 3000 * 3
+    assert report["records_checked"] >= 1500 * 3
     worker.stop()
 
 
-async def test_late_events_land_in_an_already_compacted_day(deploy) -> None:
-    deployment = await deploy(2, TXLAKE_LAKE__COMPACTION__ENABLED="false")
+@pytest.mark.parametrize("kind", ["local", "s3"])
+async def test_late_events_land_in_an_already_compacted_day(deploy, kind: str, request) -> None:
+    env = _s3_env(request.getfixturevalue("s3_lake")) if kind == "s3" else {}
+    deployment = await deploy(2, **env)
     worker = deployment.worker().start()
     await produce_demo(deployment, 1500, seed=31, now=NOW, days=3, late_fraction=0.1)
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=180)
@@ -277,7 +280,7 @@ async def test_late_events_land_in_an_already_compacted_day(deploy) -> None:
     grew = [d for d in by_day if str(d) in compacted and len(by_day[d]) > 1]
     assert grew, "late events should have landed as new files beside the compacted ones"
     _verify(deployment)
-    table = ds.dataset(Path(deployment.settings.lake.root) / dataset, format="parquet", partitioning="hive").to_table()
+    table = _glob(storage, dataset)  # a plain glob, the worker idle: every row once
     assert table.num_rows == 2100 and len(set(_positions(table))) == 2100
     # The next compaction of those days merges the late files into the day's sorted file.
     _compact(deployment, dataset)
@@ -292,6 +295,7 @@ async def test_late_events_land_in_an_already_compacted_day(deploy) -> None:
 async def test_two_workers_compact_closed_days_on_their_schedule_one_owner_per_day(deploy) -> None:
     deployment = await deploy(
         2,
+        TXLAKE_LAKE__COMPACTION__ENABLED="true",
         TXLAKE_LAKE__COMPACTION__CHECK_INTERVAL_MS="1000",
         TXLAKE_LAKE__COMPACTION__CLOSE_IDLE_MS="3000",
     )  # the demo days are older than the default lateness bound: closed at once, compacted while landing

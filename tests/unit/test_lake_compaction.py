@@ -28,9 +28,10 @@ from app.core.sink import Batch
 from app.lake.compaction import STEPS, HiveCompactor, active_journals, is_compacted_file, list_day_files, read_day_record
 from app.lake.dataset_lock import DatasetBusy, DatasetLock
 from app.lake.day_lock import day_lock, move_into_day
+from app.lake.ledger import LedgerEntry
 from app.lake.maintenance import HiveMaintenance, is_closed
 from app.lake.rewrite import OFFSETS_KEY, read_sources, rewrite_sorted
-from app.lake.sink import DayPartition, LakeSink, LedgerEntry
+from app.lake.sink import DayPartition, LakeSink
 from app.lake.storage import LocalStorage
 from app.lake.view import read_stream, stream_view
 from tools.loadgen import generate
