@@ -66,7 +66,7 @@ def create_app(
     """
     all_feeds = feeds if feeds is not None else load_feeds(settings)
     feeds = feeds_of_role(all_feeds, role)
-    streams_role, tables_role = role in ("all", "streams"), role in ("all", "tables")
+    tables_role = role in ("all", "tables")
     fetch_group, faust_app_id = role_groups(settings, role)
     for name in settings.local_defaults_in_use():
         logger.warning("%s is the local demo default: set a real secret outside a laptop", name)
@@ -78,8 +78,9 @@ def create_app(
         register_table_agent(app, settings, {f.table: f.topic for f in all_feeds if f.table})
     landings = [FeedLanding(feed, sinks.of(feed), dead_letters, backoff) for feed in feeds]
     agents = {landing.feed.topic: register_stream_agent(app, landing.feed, landing) for landing in landings}
-    if streams_role:
-        register_dead_letter_monitor(app, settings.dead_letter_topic)
+    register_dead_letter_monitor(
+        app, settings.dead_letter_topic, None if role == "all" else [feed.topic for feed in feeds]
+    )
 
     async def deliver(batch: FetchedBatch) -> None:
         await agents[batch.feed.topic].channel.hand_over(batch)

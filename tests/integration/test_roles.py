@@ -51,5 +51,6 @@ async def test_a_streams_worker_and_a_tables_worker_land_all_eight_datasets(depl
     assert tables["checks"]["partitions"] == "12 assigned", tables
     assert {"lake", "warehouse", "deltas", "derived_streams"} <= set(streams["checks"]) and "facts" not in streams["checks"]
     assert "facts" in tables["checks"] and not {"lake", "derived_streams", "deltas"} & set(tables["checks"])
-    assert "fold_deltas" in workers["tables"].log() and "fold_deltas" not in workers["streams"].log()  # the table agent
+    agent = "table agent: assigned deltas partitions"  # the table agent runs on the table side only
+    assert agent in workers["tables"].log() and agent not in workers["streams"].log()
     assert "land_transaction_stream" not in workers["tables"].log()
