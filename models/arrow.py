@@ -106,7 +106,7 @@ class RecordKind:
                 f"{len(records)} records, {len(partitions)} partitions, {len(offsets)} offsets"
             )
         rows = map(self._scalar_values, records)
-        column_values = iter(zip(*rows)) if records else repeat(())
+        column_values = iter(zip(*rows, strict=True)) if records else repeat(())
         arrays = [
             _products_array(records) if path is None else pa.array(next(column_values), type=kind)
             for _, kind, path in self.columns
@@ -121,7 +121,7 @@ def _products_array(records: Sequence[Transaction]) -> pa.Array:
     per_record = list(map(_products_of, records))
     lines = list(chain.from_iterable(per_record))
     offsets = pa.array([0, *accumulate(map(len, per_record))], type=_INT32)
-    child_values = zip(*map(_product_values, lines)) if lines else repeat(())
+    child_values = zip(*map(_product_values, lines), strict=True) if lines else repeat(())
     children = [pa.array(next(child_values), type=kind) for _, kind, _ in _PRODUCT_COLUMNS]
     structs = pa.StructArray.from_arrays(children, fields=list(_PRODUCT_STRUCT))
     return pa.ListArray.from_arrays(offsets, structs, type=_PRODUCTS)

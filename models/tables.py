@@ -201,7 +201,7 @@ def encode_key(spec: TableSpec, key: tuple[str, ...]) -> bytes:
         # Raw, as ksqlDB writes it -- except an id starting with '"', which decode_key would read as JSON.
         return (json.dumps(key[0], ensure_ascii=False) if key[0].startswith('"') else key[0]).encode()
     return json.dumps(
-        {column.upper(): part for column, part in zip(spec.key_columns, key)},
+        {column.upper(): part for column, part in zip(spec.key_columns, key, strict=True)},
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()

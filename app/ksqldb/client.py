@@ -388,5 +388,5 @@ def rows_to_batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
         raise KsqlDBProtocolError(f"rows of {widths} values for {len(schema)} columns") from None
     if len(columns) != len(schema):
         raise KsqlDBProtocolError(f"rows of {len(columns)} values for {len(schema)} columns")
-    arrays = [to_arrow_array(values, field.type) for values, field in zip(columns, schema)]
+    arrays = [to_arrow_array(values, field.type) for values, field in zip(columns, schema, strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

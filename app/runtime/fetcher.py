@@ -322,7 +322,7 @@ class StreamFetcher(ConsumerRebalanceListener):
         # and a restarted worker gets all its partitions at once.
         wanted = [tp for tp in assigned if tp not in landing]
         positions = await asyncio.gather(*(self._sinks_position(tp) for tp in wanted))
-        for tp, held in zip(wanted, positions):
+        for tp, held in zip(wanted, positions, strict=True):
             if held is not None and held >= 0:
                 self.consumer.seek(tp, held + 1)
                 self._landed[tp] = held + 1
