@@ -215,7 +215,7 @@ class Query:
         client = self.client
         for attempt in range(client.settings.retries + 1):
             if attempt:
-                await asyncio.sleep(client._backoff.delay(attempt - 1))
+                await asyncio.sleep(client._backoff.delay(attempt - 1))  # noqa: SLF001 - a part of its client
             await self._open()
             try:
                 await self._read_header()
