@@ -16,8 +16,8 @@ demo:               ## the main job end to end on local real services (re-runnab
 test:               ## install, start the services, run every test
 	bash scripts/test.sh
 
-check:              ## lint (ruff) and the layer contracts (import-linter); no services needed
-	bash scripts/bootstrap.sh && .venv/bin/ruff check . && .venv/bin/lint-imports
+check:              ## lint (ruff), the layer contracts (import-linter), types (mypy); no services needed (docs/development.md)
+	bash scripts/bootstrap.sh && bash scripts/check.sh
 
 unit:               ## unit tests only (no services)
 	bash scripts/bootstrap.sh && .venv/bin/pytest tests/unit -q

@@ -98,7 +98,7 @@ class BatchChannel(faust.Channel):
     async def hand_over(self, batch: FetchedBatch) -> None:
         """Queue ``batch`` for the agent; waits until the agent's actor listens (at start-up)."""
         root = self._root if self._root is not None else self
-        while not root._subscribers:
+        while not root._subscribers:  # noqa: SLF001 - faust has no public 'has subscribers'
             await asyncio.sleep(0.05)
         await self.put(batch)
 

@@ -402,10 +402,10 @@ class TableAgent(ConsumerRebalanceListener):
         epoch, wanted = self._epoch, sorted(self.restoring)
         states = await asyncio.gather(*(self._state_of(p) for p in wanted))
         if epoch != self._epoch:  # a rebalance meanwhile: its assignment decides again
-            self.standby.update(zip(wanted, states))
+            self.standby.update(zip(wanted, states, strict=True))
             return
         now = time.monotonic()
-        for partition, stored in zip(wanted, states):
+        for partition, stored in zip(wanted, states, strict=True):
             self.restoring.discard(partition)
             cache = self.active[partition] = PartitionCache(stored)
             self._fetched_at[partition] = now

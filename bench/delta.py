@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     if "hive" in runs:
         for v in variants:
             ratios[v] = {
-                "messages_per_s": statistics.median(r["messages_per_s"] / h["messages_per_s"] for r, h in zip(runs[v], runs["hive"])),
+                "messages_per_s": statistics.median(
+                    r["messages_per_s"] / h["messages_per_s"] for r, h in zip(runs[v], runs["hive"], strict=True)
+                ),
                 "cpu_us_per_message": statistics.median(
-                    r["cpu_us_per_message"] / h["cpu_us_per_message"] for r, h in zip(runs[v], runs["hive"])
+                    r["cpu_us_per_message"] / h["cpu_us_per_message"] for r, h in zip(runs[v], runs["hive"], strict=True)
                 ),
             }
     flushes_per_feed = {feed.name: len(fl) for feed, fl in flushes.items()}

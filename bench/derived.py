@@ -137,7 +137,7 @@ async def one_run(derive: bool, args: argparse.Namespace) -> dict[str, Any]:
         )
         await wait_until_landed(settings, feeds, timeout_s=1800, poll_s=0.25)
         elapsed, cpu = time.monotonic() - started, proc_cpu_s(worker.pid) - cpu_before
-        busy, total = (now - before for now, before in zip(machine_cpu(), busy_before))
+        busy, total = (now - before for now, before in zip(machine_cpu(), busy_before, strict=True))
         rows = await _lake_rows(settings, feeds)
         load_cpu = cpu - idle_rate * elapsed
         result = {

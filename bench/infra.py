@@ -96,7 +96,7 @@ class Run:
 
 def new_run(rotate_interval_ms: int) -> Run:
     run_id = uuid.uuid4().hex[:8]
-    scratch = Path("/tmp") / f"txlake-bench-{run_id}"
+    scratch = Path("/tmp") / f"txlake-bench-{run_id}"  # noqa: S108 - a fresh uuid-named scratch directory of one benchmark run
     scratch.mkdir(parents=True)
     run = Run(
         run_id=run_id,
@@ -161,7 +161,7 @@ async def drop_database(database: str, app_user: str) -> None:
             for host in APP_USER_HOSTS:
                 try:  # database-level grants outlive DROP DATABASE
                     await cur.execute(f"REVOKE ALL PRIVILEGES ON `{database}`.* FROM %s@%s", (app_user, host))
-                except Exception:  # noqa: BLE001 - nothing granted
+                except Exception:  # noqa: BLE001, S110 - nothing granted
                     pass
     finally:
         conn.close()

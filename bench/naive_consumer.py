@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", default=f"bench-naive-{uuid.uuid4().hex[:8]}")
-    parser.add_argument("--out-dir", type=Path, default=Path(f"/tmp/txlake-naive-{uuid.uuid4().hex[:8]}"))
+    parser.add_argument("--out-dir", type=Path, default=Path(f"/tmp/txlake-naive-{uuid.uuid4().hex[:8]}"))  # noqa: S108 - uuid-named, fresh
     parser.add_argument("--mysql-host", default="127.0.0.1")
     parser.add_argument("--mysql-port", type=int, default=3307)
     parser.add_argument("--mysql-user", default="txlake")

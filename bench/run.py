@@ -190,7 +190,7 @@ async def _cleanup(run: Run, cleanup: dict[str, Any]) -> None:
     if cleanup.get("database"):
         try:
             await drop_database(run.database, settings.mysql.user)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - best effort, reported
             log(f"could not drop database {run.database}: {exc}")
     await asyncio.to_thread(delete_groups, settings.kafka.bootstrap_servers, cleanup.get("groups", []), run.scratch)
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         results = asyncio.run(_amain(args, run, cleanup))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - every failure (Ctrl-C too) is recorded, then re-raised below
         failed = True
         log(f"FAILED: {type(exc).__name__}: {exc}")
         if isinstance(exc, KeyboardInterrupt):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 from operator import attrgetter
+from typing import cast
 
 import pyarrow as pa
 
@@ -65,7 +66,7 @@ _TRANSACTION_COLUMNS = (  # (column, type, attribute path); "products" is built 
     ("event_timestamp", _TIMESTAMP, "event_timestamp"),
 )
 _BLACKLISTED_COLUMNS = (*_TRANSACTION_COLUMNS, ("blacklist_reason", _STRING, "blacklist_reason"))
-_ARROW_TYPES = {str: _STRING, float: _DOUBLE, int: _INT32}
+_ARROW_TYPES: dict[object, pa.DataType] = {str: _STRING, float: _DOUBLE, int: _INT32}
 _FLATTENED_COLUMNS = tuple(
     (name, _TIMESTAMP if name == "event_timestamp" else _ARROW_TYPES[field.annotation], name)
     for name, field in FlattenedLine.model_fields.items()
@@ -106,9 +107,11 @@ class RecordKind:
                 f"{len(records)} records, {len(partitions)} partitions, {len(offsets)} offsets"
             )
         rows = map(self._scalar_values, records)
-        column_values = iter(zip(*rows)) if records else repeat(())
+        column_values = iter(zip(*rows, strict=True)) if records else repeat(())
         arrays = [
-            _products_array(records) if path is None else pa.array(next(column_values), type=kind)
+            _products_array(cast("Sequence[Transaction]", records))  # only a transaction kind has the products column
+            if path is None
+            else pa.array(next(column_values), type=kind)
             for _, kind, path in self.columns
         ]
         arrays.append(pa.array(partitions, type=_INT32))
@@ -121,7 +124,7 @@ def _products_array(records: Sequence[Transaction]) -> pa.Array:
     per_record = list(map(_products_of, records))
     lines = list(chain.from_iterable(per_record))
     offsets = pa.array([0, *accumulate(map(len, per_record))], type=_INT32)
-    child_values = zip(*map(_product_values, lines)) if lines else repeat(())
+    child_values = zip(*map(_product_values, lines), strict=True) if lines else repeat(())
     children = [pa.array(next(child_values), type=kind) for _, kind, _ in _PRODUCT_COLUMNS]
     structs = pa.StructArray.from_arrays(children, fields=list(_PRODUCT_STRUCT))
     return pa.ListArray.from_arrays(offsets, structs, type=_PRODUCTS)

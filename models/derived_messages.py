@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -44,6 +44,16 @@ DERIVATIONS = {
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+
+
+class _Event(Protocol):
+    """What the key and the timestamp read of a transaction (the pydantic model or its msgspec twin)."""
+
+    @property
+    def transaction_id(self) -> str: ...
+
+    @property
+    def event_timestamp(self) -> datetime: ...
 
 
 class DerivedMessages:
@@ -67,12 +77,12 @@ class DerivedMessages:
         self._encode = msgspec.json.Encoder().encode
 
     @staticmethod
-    def key(tx: Any) -> bytes:
+    def key(tx: _Event) -> bytes:
         """The message key of everything derived from ``tx``: its id in ksqlDB's KAFKA format."""
         return tx.transaction_id.encode()
 
     @staticmethod
-    def timestamp_ms(tx: Any) -> int:
+    def timestamp_ms(tx: _Event) -> int:
         """The Kafka timestamp of everything derived from ``tx``: its event time (ksqlDB's ROWTIME)."""
         return (tx.event_timestamp - _EPOCH) // _MILLISECOND
 
@@ -133,7 +143,9 @@ class DerivedMessages:
         return out
 
     @staticmethod
-    def _transaction(tx: Any, user: dict, payment: dict, products: list, when: str) -> dict[str, Any]:
+    def _transaction(
+        tx: Any, user: dict[str, Any], payment: dict[str, Any], products: list[dict[str, Any]], when: str
+    ) -> dict[str, Any]:
         return {
             "TRANSACTION_ID": tx.transaction_id,
             "USER": user,

@@ -69,8 +69,8 @@ def _json_number(value: object) -> object:
     raise ValueError("expected a JSON number")
 
 
-def _decimal(column: Column, *, positive: bool = False) -> Any:
-    """An exact decimal that fits ``column`` once rounded to its scale (sizes: :mod:`models.money`)."""
+def _fits(column: Column, *, positive: bool = False) -> AfterValidator:
+    """Accepts an exact decimal that fits ``column`` once rounded to its scale (sizes: :mod:`models.money`)."""
 
     def fits(value: Decimal) -> Decimal:
         if not value.is_finite() or not column.fits(value):
@@ -79,13 +79,13 @@ def _decimal(column: Column, *, positive: bool = False) -> Any:
             raise ValueError(f"{value} is not positive")
         return value
 
-    return Annotated[Decimal, BeforeValidator(_json_number), AfterValidator(fits)]
+    return AfterValidator(fits)
 
 
 _Count = Annotated[int, Field(ge=0, le=_BIGINT)]
-_Money = _decimal(TOTAL)
-_Average = _decimal(AVERAGE)
-_Rate = _decimal(RATE, positive=True)
+_Money = Annotated[Decimal, BeforeValidator(_json_number), _fits(TOTAL)]
+_Average = Annotated[Decimal, BeforeValidator(_json_number), _fits(AVERAGE)]
+_Rate = Annotated[Decimal, BeforeValidator(_json_number), _fits(RATE, positive=True)]
 
 
 class UserTransactionSummary(Record):
@@ -201,7 +201,7 @@ def encode_key(spec: TableSpec, key: tuple[str, ...]) -> bytes:
         # Raw, as ksqlDB writes it -- except an id starting with '"', which decode_key would read as JSON.
         return (json.dumps(key[0], ensure_ascii=False) if key[0].startswith('"') else key[0]).encode()
     return json.dumps(
-        {column.upper(): part for column, part in zip(spec.key_columns, key)},
+        {column.upper(): part for column, part in zip(spec.key_columns, key, strict=True)},
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()

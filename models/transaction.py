@@ -266,8 +266,10 @@ def invalid_record(kind_model: type[Record], raw: bytes | None, exc: ValidationE
         return InvalidRecord(f"not bytes ({type(raw).__name__})")
     try:
         parsed = json.loads(text)
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         return InvalidRecord(f"not JSON ({err.msg} at char {err.pos})", Rejection.NOT_JSON)
+    except ValueError as err:  # valid JSON Python refuses: an integer beyond its digit limit
+        return InvalidRecord(f"not JSON ({err})", Rejection.NOT_JSON)
     except RecursionError:  # pydantic-core stops at its own depth limit; json.loads overflows the stack
         return InvalidRecord("not JSON (nested too deeply)", Rejection.NOT_JSON)
     if not isinstance(parsed, dict):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from types import GenericAlias
 from typing import Annotated, Any, get_args, get_origin
 
 import annotated_types
@@ -100,7 +101,7 @@ def _wire_type(annotation: Any, metadata: list[Any]) -> Any:
             raise _NoTwin(f"event timestamp nested in {annotation.__name__}")
     elif get_origin(annotation) is list:
         (item,) = get_args(annotation)
-        base = list[_wire_type(item, [])]
+        base = GenericAlias(list, (_wire_type(item, []),))  # list[item's twin], built at run time
     else:
         raise _NoTwin(f"type {annotation!r}")
     return Annotated[base, Meta(**meta)] if meta else base

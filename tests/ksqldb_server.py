@@ -405,7 +405,7 @@ class KsqlDBTestServer:
         earliest = "earliest" in (props.get("ksql.streams.auto.offset.reset"), props.get("auto.offset.reset"))
         query_id = f"transient_{plan.source.name}_{uuid.uuid4().int % 10**18}"
         schema = ", ".join(f"`{n}` {t}{' KEY' if k and not plan.push else ''}"
-                           for n, t, k in zip(plan.names, plan.types, plan.keys))
+                           for n, t, k in zip(plan.names, plan.types, plan.keys, strict=True))
         response = web.StreamResponse(headers={"Content-Type": KSQL_JSON})
         response.enable_chunked_encoding()
         await response.prepare(request)

@@ -91,7 +91,7 @@ async def _delete_groups(admin: AIOKafkaAdminClient, groups: list[str]) -> list[
     deleted = []
     for group in groups:
         coordinator = await admin.find_coordinator(group)
-        response = await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))  # no public API
+        response = await admin._send_request_to_node(coordinator, DeleteGroupsRequest([group]))  # noqa: SLF001 - aiokafka has no public API for it
         for name, code in response.results:
             if code == 0:
                 deleted.append(name)

@@ -228,7 +228,7 @@ def generate(
     """
     if count < 0 or days < 1 or users < 1 or products < 1 or not 0 <= late_fraction <= 1:
         raise ValueError("need count >= 0, days >= 1, users >= 1, products >= 1, 0 <= late_fraction <= 1")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible demo data from a seed, not a secret
     pool = _UserPool(rng, users)
     catalogue = products
     made: dict[tuple[int, int], Product] = {}

@@ -151,9 +151,10 @@ class _CommaLists:
                 return [item.strip() for item in value.split(",") if item.strip()]
             try:
                 return json.loads(value)
-            except ValueError as exc:
+            except ValueError as exc:  # JSONDecodeError, or an integer beyond Python's digit limit
+                detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 raise ValueError(
-                    f"{field_name}: {value!r} starts like a JSON list but is not one ({exc.msg}); "
+                    f"{field_name}: {value!r} starts like a JSON list but is not one ({detail}); "
                     f'write ["a", "b"] or comma-separated values a,b'
                 ) from None
         try:

@@ -27,7 +27,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.max_s, self.first_s * (2 ** min(attempt, 30)))
-        return random.uniform(ceiling / 2, ceiling)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
 
 
 async def retry_transient(

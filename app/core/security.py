@@ -14,6 +14,7 @@ import ssl
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from app.core.settings import KafkaSettings, MySQLSettings
 
@@ -96,7 +97,7 @@ def request_size_limit(max_bytes: int) -> Any:
     """
 
     @web.middleware
-    async def limit(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.body_exists:
             length = request.content_length
             if length is None:

@@ -296,7 +296,7 @@ class AnonymizationSettings(_Section):
 class WebSettings(_Section):
     """The worker's HTTP server (metrics and health)."""
 
-    host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds to.")
+    host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds to.")  # noqa: S104 - reachable in a pod
     port: int = Field(6066, ge=1, le=65535, description="Port of /metrics, /livez, /readyz, /snapshots and /exports.")
     max_request_bytes: int = Field(
         65_536, ge=0, description="Largest request body the web server accepts (413 above; 411 without a length)."

@@ -98,7 +98,7 @@ class Sink(abc.ABC):
     name: str
     ledger: Ledger
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional: nothing to open by default
         """Open connections and resources; idempotent.
 
         Raises :class:`~app.core.errors.TransientError` if the store is unreachable (the caller
@@ -126,8 +126,8 @@ class Sink(abc.ABC):
         and the caller retries the same batch.
         """
 
-    async def probe(self) -> None:
+    async def probe(self) -> None:  # noqa: B027 - optional: ready by default
         """Raise unless the store would accept a write now (readiness); cheap and bounded."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 - optional: nothing to release by default
         """Release resources. Safe to call twice or without :meth:`start`."""

@@ -74,5 +74,5 @@ class DerivedStreamLedger:
             admin, self._admin = self._admin, None
             try:
                 await admin.close()
-            except Exception:  # noqa: BLE001 - closing anyway
+            except Exception:  # noqa: BLE001, S110 - closing anyway
                 pass

@@ -178,7 +178,7 @@ class DerivedStreamSink(Sink):
         open_batches: dict[tuple[str, int], Any] = {}
         sends: list[asyncio.Future[Any]] = []
         counts = dict.fromkeys(outputs, 0)
-        for tx, offset in zip(batch.records, batch.offsets):
+        for tx, offset in zip(batch.records, batch.offsets, strict=True):
             values = derive.values(tx)
             if not values:
                 continue

@@ -215,7 +215,7 @@ class Query:
         client = self.client
         for attempt in range(client.settings.retries + 1):
             if attempt:
-                await asyncio.sleep(client._backoff.delay(attempt - 1))
+                await asyncio.sleep(client._backoff.delay(attempt - 1))  # noqa: SLF001 - a part of its client
             await self._open()
             try:
                 await self._read_header()
@@ -388,5 +388,5 @@ def rows_to_batch(rows: list[list[Any]], schema: pa.Schema) -> pa.RecordBatch:
         raise KsqlDBProtocolError(f"rows of {widths} values for {len(schema)} columns") from None
     if len(columns) != len(schema):
         raise KsqlDBProtocolError(f"rows of {len(columns)} values for {len(schema)} columns")
-    arrays = [to_arrow_array(values, field.type) for values, field in zip(columns, schema)]
+    arrays = [to_arrow_array(values, field.type) for values, field in zip(columns, schema, strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -35,9 +35,8 @@ def describe_delta_dataset(
         raise KeyError(f"no Delta table {dataset!r} under {settings.root}")
     adds = pa.table(table.get_add_actions(flatten=True))
     partitions: dict[str, dict[str, Any]] = {}
-    for size, rows, year, month, day in zip(
-        *(adds.column(c).to_pylist() for c in ("size_bytes", "num_records", "partition.year", "partition.month", "partition.day"))
-    ):
+    names = ("size_bytes", "num_records", "partition.year", "partition.month", "partition.day")
+    for size, rows, year, month, day in zip(*(adds.column(c).to_pylist() for c in names), strict=True):
         part = partitions.setdefault(f"year={year}/month={month}/day={day}", {"files": 0, "bytes": 0, "rows": 0})
         part["files"] += 1
         part["bytes"] += int(size)

@@ -52,7 +52,7 @@ def day_files(table) -> dict[DayPartition, list[DayFile]]:  # table: deltalake.D
         ["path", "size_bytes", "modification_time", "partition.year", "partition.month", "partition.day"]
     )
     days: dict[DayPartition, list[DayFile]] = {}
-    for path, size, modified, year, month, day in zip(*(column.to_pylist() for column in adds.columns)):
+    for path, size, modified, year, month, day in zip(*(column.to_pylist() for column in adds.columns), strict=True):
         partition = DayPartition(int(year), int(month), int(day))
         mtime = modified.timestamp() if hasattr(modified, "timestamp") else float(modified) / 1000
         days.setdefault(partition, []).append(DayFile(path.rsplit("/", 1)[-1], int(size), mtime))
@@ -149,7 +149,8 @@ def _rows(table, unit: Unit) -> int:
     if unit is None:
         return int(pa.compute.sum(adds.column("num_records")).as_py() or 0)
     rows = 0
-    for count, year, month, day in zip(*(adds.column(c).to_pylist() for c in ("num_records", "partition.year", "partition.month", "partition.day"))):
+    names = ("num_records", "partition.year", "partition.month", "partition.day")
+    for count, year, month, day in zip(*(adds.column(c).to_pylist() for c in names), strict=True):
         if (int(year), int(month), int(day)) == (unit.year, unit.month, unit.day):
             rows += int(count or 0)
     return rows

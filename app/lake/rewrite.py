@@ -84,7 +84,7 @@ def file_offsets(table: pa.Table) -> dict[int, tuple[int, int, int]]:
             grouped.column("_kafka_partition").to_pylist(),
             grouped.column("_kafka_offset_min").to_pylist(),
             grouped.column("_kafka_offset_max").to_pylist(),
-            grouped.column("_kafka_offset_count").to_pylist(),
+            grouped.column("_kafka_offset_count").to_pylist(), strict=True,
         )
     }
 

@@ -108,7 +108,7 @@ class LakeStorage(abc.ABC):
     def age_s(self, path: str) -> float:
         """Seconds since the file ``path`` was last written (0 if it vanished meanwhile)."""
 
-    def sync_directory(self, directory: str) -> None:
+    def sync_directory(self, directory: str) -> None:  # noqa: B027 - nothing to do on an object store
         """Make the entries created in ``directory`` durable (a local fsync; nothing on S3)."""
 
     def probe(self) -> None:

@@ -111,8 +111,8 @@ class StreamView:
         paths = ", ".join("'" + uri.replace("'", "''") + "'" for uri in self.uris(storage))
         if not paths:
             return "SELECT NULL WHERE FALSE"
-        return (f"SELECT * FROM read_parquet([{paths}], hive_partitioning = true, union_by_name = true)\n"
-                f"WHERE {self.sql_filter()}")
+        files = f"read_parquet([{paths}], hive_partitioning = true, union_by_name = true)"
+        return f"SELECT * FROM {files}\nWHERE {self.sql_filter()}"  # noqa: S608 - quoted paths, integer positions
 
     def to_dataset(self, storage: LakeStorage, *, visible_only: bool = True) -> ds.Dataset | None:
         """A pyarrow dataset of the files, with ``year/month/day`` columns; None if there is no file."""

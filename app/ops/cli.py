@@ -314,8 +314,8 @@ def _accept_debug_everywhere(commands: argparse._SubParsersAction) -> None:  # t
     for subparser in set(commands.choices.values()):
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                help="show the traceback of a failure (and INFO logs)")
-        for action in subparser._actions:
-            if isinstance(action, argparse._SubParsersAction):
+        for action in subparser._actions:  # noqa: SLF001 - argparse has no public list of a parser's actions
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - argparse's subcommand action has no public type
                 _accept_debug_everywhere(action)
 
 
@@ -341,7 +341,7 @@ def _client_logs_muted(debug: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 

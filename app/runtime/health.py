@@ -110,7 +110,7 @@ class Health:
             if client is not None:
                 try:
                     await getattr(client, stop)()
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S110 - closing anyway
                     pass
         self._consumer = self._admin = None
 
@@ -165,5 +165,5 @@ class Health:
         try:
             await asyncio.wait_for(check, PROBE_TIMEOUT_S)
             return "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer of the probe
             return f"failed: {type(exc).__name__}: {exc}"[:200]

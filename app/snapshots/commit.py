@@ -61,7 +61,7 @@ async def commit_version(
             while (batch := await asyncio.to_thread(next, staged, _DONE)) is not _DONE:
                 values = [column.to_pylist() for column in batch.columns]
                 await insert_inferred_members(cursor, spec, batch)
-                rows = [(*r, info.snapshot_date, info.version) for r in zip(*values)]
+                rows = [(*r, info.snapshot_date, info.version) for r in zip(*values, strict=True)]
                 if rows:
                     await cursor.executemany(insert, rows)
                 count += len(rows)

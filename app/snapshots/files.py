@@ -74,7 +74,7 @@ class VersionFileWriter:
         if self._writer is not None:
             try:
                 self._close_file()
-            except Exception:  # noqa: BLE001 - the files are discarded anyway
+            except Exception:  # noqa: BLE001, S110 - the files are discarded anyway
                 pass
 
     def _flush(self, rows: int) -> None:

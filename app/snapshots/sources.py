@@ -40,8 +40,8 @@ class RowSource:
 
 def rows_to_batch(spec: TableSpec, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
     """Rows in ``spec.columns`` order → a RecordBatch of ``spec.schema``."""
-    columns = list(zip(*rows)) if rows else [()] * len(spec.schema)
-    arrays = [pa.array(values, type=f.type) for values, f in zip(columns, spec.schema)]
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(spec.schema)
+    arrays = [pa.array(values, type=f.type) for values, f in zip(columns, spec.schema, strict=True)]
     return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
 
 

@@ -52,7 +52,9 @@ def delta_messages(
     """
     routed: dict[int, Delta] = {}
     grouped = group_by_key(
-        triple for record, offset in zip(records, offsets) for triple in contributions(record, partition, offset, rates)
+        triple
+        for record, offset in zip(records, offsets, strict=True)
+        for triple in contributions(record, partition, offset, rates)
     )
     for table, keys in grouped.items():
         for key, contributed in keys.items():

@@ -91,7 +91,7 @@ def _last_change_per_key(
     present = set(existing)
     final: dict[tuple[str, ...], Any] = {}
     unknown: list[tuple[int, tuple[str, ...]]] = []
-    for offset, record in zip(offsets, records):
+    for offset, record in zip(offsets, records, strict=True):
         if record.is_tombstone:
             if record.key not in present:
                 unknown.append((offset, record.key))

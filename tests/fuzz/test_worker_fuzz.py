@@ -99,7 +99,7 @@ async def test_fuzzed_batch_through_the_real_worker(deploy, warehouse_db):
     assert worker.alive(), worker.log()[-3000:]
 
     accepted, rejected = {}, {}
-    for offset, value in zip(offsets, values):
+    for offset, value in zip(offsets, values, strict=True):
         try:
             accepted[offset] = decode(KIND.model, value)
         except InvalidRecord as exc:

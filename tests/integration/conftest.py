@@ -172,7 +172,7 @@ class WarehouseDB:
 async def _admin_connect(dsn: dict[str, Any]) -> aiomysql.Connection:
     try:
         return await asyncio.wait_for(aiomysql.connect(**dsn), timeout=10)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any failure: one message with the hint
         pytest.fail(
             f"cannot connect to MariaDB as root over {dsn.get('unix_socket')} "
             f"({type(exc).__name__}: {exc}); {START_HINT}",

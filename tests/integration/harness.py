@@ -152,7 +152,7 @@ def read_lake(deployment: Deployment, feed_name: str):
 def rows_per_day(table) -> Counter:
     days = Counter()
     for year, month, day in zip(
-        table.column("year").to_pylist(), table.column("month").to_pylist(), table.column("day").to_pylist()
+        table.column("year").to_pylist(), table.column("month").to_pylist(), table.column("day").to_pylist(), strict=True
     ):
         days[(int(year), int(month), int(day))] += 1
     return days

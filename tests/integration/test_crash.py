@@ -83,7 +83,9 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
         ("transaction_flattened", lines),
     ]:
         table = read_lake(deployment, feed_name)
-        positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+        positions = list(
+            zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True)
+        )
         duplicates = len(positions) - len(set(positions))
         assert duplicates == 0, f"{feed_name}: {duplicates} records landed twice"
         assert table.num_rows == len(records), f"{feed_name}: {len(records) - table.num_rows} records missing"

@@ -44,7 +44,7 @@ async def _ksqldb_for(deployment: Any, **knobs: Any) -> KsqlDBTestServer:
 
 def _coordinates(deployment: Any) -> Counter[tuple[int, int]]:
     table = read_lake(deployment, "transaction_stream")
-    return Counter(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+    return Counter(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True))
 
 
 def _kafka_coordinates(server: KsqlDBTestServer) -> Counter[tuple[int, int]]:

@@ -115,7 +115,7 @@ def test_mysql_database_missing(env):
 
 def test_the_worker_refuses_a_busy_web_port(env):
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", int(env["TXLAKE_WEB__PORT"])))
+        taken.bind(("0.0.0.0", int(env["TXLAKE_WEB__PORT"])))  # noqa: S104 - the worker binds all interfaces
         taken.listen()
         result = run("worker", env=env)
     assert result.returncode == 1

@@ -215,8 +215,8 @@ async def test_rows_stream_into_parquet_row_groups(server: KsqlDBTestServer, tmp
     assert pq.ParquetFile(target).num_row_groups == progress.row_groups > 1
     # DECIMAL columns (the totals, as ksql/03_tables.sql types them) arrive as exact decimals.
     first = [Decimal(repr(v)) if pa.types.is_decimal(c.arrow) else v
-             for c, v in zip(query.columns, _expected("USER_TRANSACTION_SUMMARY")[0])]
-    assert table.to_pylist()[0] == dict(zip([c.name for c in query.columns], first))
+             for c, v in zip(query.columns, _expected("USER_TRANSACTION_SUMMARY")[0], strict=True)]
+    assert table.to_pylist()[0] == dict(zip([c.name for c in query.columns], first, strict=True))
     assert isinstance(table.to_pylist()[0]["TOTAL_AMOUNT"], Decimal)
 
 

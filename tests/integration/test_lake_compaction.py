@@ -76,7 +76,7 @@ def _land(sink: LakeSink, records: list, partitions: int, batch: int, next_offse
 
 
 def _positions(table: pa.Table) -> list[tuple[int, int]]:
-    return sorted(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+    return sorted(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True))
 
 
 def _glob(storage: LakeStorage, dataset: str = FEED.dataset) -> pa.Table:
@@ -241,7 +241,7 @@ async def test_a_sigkill_at_every_compaction_step_loses_and_duplicates_nothing(d
     days = sorted(list_day_files(storage, dataset), key=lambda d: -len(list_day_files(storage, dataset)[d]))
     assert len(days) >= len(STEPS)
     # Each of the busiest days is left by a run killed at another step; the worker keeps running.
-    for step, day in zip(STEPS, days):
+    for step, day in zip(STEPS, days, strict=False):  # at least as many days as steps
         killed = _txlake(deployment, "lake", "compact", dataset, "--day", str(day),
                          TXLAKE_TEST_COMPACTION_KILL_AT=step)
         assert killed.returncode == -9, (step, killed.stderr.decode()[-2000:])
@@ -318,7 +318,7 @@ async def test_two_workers_compact_closed_days_on_their_schedule_one_owner_per_d
         for day in list_day_files(storage, dataset):
             record = read_day_record(storage, dataset, day) or {"history": []}  # None: the day only ever had one file
             runs = sorted((r["started_at"], r["finished_at"]) for r in record["history"])
-            for (_, finished), (started, _) in zip(runs, runs[1:]):  # one owner at a time: runs never overlap
+            for (_, finished), (started, _) in zip(runs, runs[1:], strict=False):  # one owner at a time: runs never overlap
                 assert finished <= started, (dataset, day, runs)
     _verify(deployment)
     logs = "".join(w.log() for w in workers)

@@ -67,7 +67,9 @@ async def _assert_exactly_once(deployment, count: int, seed: int, partitions: in
         ("transaction_flattened", lines),
     ]:
         table = read_lake(deployment, feed_name)
-        positions = Counter(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+        positions = Counter(
+            zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True)
+        )
         twice = [position for position, n in positions.items() if n > 1]
         assert not twice, f"{feed_name}: {len(twice)} records landed twice, e.g. {twice[:5]}"
         per_partition = Counter(partition for partition, _ in positions)
@@ -171,7 +173,7 @@ async def test_the_lake_commands_compact_vacuum_and_describe_a_delta_lake(deploy
 
     # Two halves produced with two seeds: every record exactly once, days intact.
     table = read_lake(deployment, "transaction_stream")
-    positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+    positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True))
     assert len(positions) == len(set(positions)) == count
     report = await verify_deployment(deployment.settings, deployment.feeds)
     assert all(f.ok for f in report.feeds if f.dataset.startswith("streams/")), json.dumps(report.to_json(), default=str)[:3000]

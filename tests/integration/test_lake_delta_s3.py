@@ -123,7 +123,8 @@ async def test_two_processes_appending_at_once_lose_no_commit(lake, records):
     assert table.version() == 2 * commits  # version 0 plus one per commit: none lost, none merged away
     rows = table.to_pyarrow_table(columns=["_kafka_partition", "_kafka_offset"])
     for p in (0, 1):
-        offsets = sorted(o for q, o in zip(*(rows.column(c).to_pylist() for c in ("_kafka_partition", "_kafka_offset"))) if q == p)
+        positions = zip(rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist(), strict=True)
+        offsets = sorted(o for q, o in positions if q == p)
         assert offsets == list(range(commits * size))
         assert table.transaction_version(app_id("tx", p)) == commits * size - 1
 
@@ -154,5 +155,5 @@ async def test_the_worker_lands_the_streams_in_an_s3_delta_lake(lake, deploy):
         # Progress read the positions from the log: the rows of those commits are there, no wait.
         table = DeltaTable(table_uri(lake, deployment.feed(feed_name).dataset), storage_options=storage_options(lake))
         rows = table.to_pyarrow_table(columns=["_kafka_partition", "_kafka_offset"])
-        positions = set(zip(rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist()))
+        positions = set(zip(rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist(), strict=True))
         assert rows.num_rows == len(positions) == expected, feed_name

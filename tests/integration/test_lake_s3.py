@@ -149,7 +149,8 @@ async def test_a_batch_spanning_days_lands_one_object_per_day(lake, records):
     assert table.num_rows == len(records)
     assert sorted(table.column("_kafka_offset").to_pylist()) == list(range(len(records)))
     assert sorted(table.column("transaction_id").to_pylist()) == sorted(r.transaction_id for r in records)
-    for year, month, day, ts in zip(*(table.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))):
+    columns = (table.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))
+    for year, month, day, ts in zip(*columns, strict=True):
         assert (ts.year, ts.month, ts.day) == (year, month, day)
     # The ledger reads the same from a storage, from the settings (txlake progress) and from the sink.
     assert read_landed_through(_storage(lake), FEED.dataset, "tx", 0) == len(records) - 1
@@ -322,6 +323,8 @@ async def test_the_worker_lands_the_streams_in_an_s3_lake(lake, deploy):
             if dataset.num_rows >= expected:
                 break
             await asyncio.sleep(0.5)
-        positions = set(zip(dataset.column("_kafka_partition").to_pylist(), dataset.column("_kafka_offset").to_pylist()))
+        positions = set(
+            zip(dataset.column("_kafka_partition").to_pylist(), dataset.column("_kafka_offset").to_pylist(), strict=True)
+        )
         assert dataset.num_rows == len(positions) == expected, feed_name
     assert not [key for key in _objects(lake, "streams") if key.endswith(".tmp")]

@@ -74,7 +74,7 @@ async def test_produce_lands_every_message(
     for topic, model in kinds.items():
         messages = await read_all(kafka_bootstrap, topic, report.counts[topic])
         records = [decode(model, value) for _, value in messages]
-        assert all(key == record.transaction_id.encode() for (key, _), record in zip(messages, records))
+        assert all(key == record.transaction_id.encode() for (key, _), record in zip(messages, records, strict=True))
         ids = Counter(record.transaction_id for record in records)
         if topic == topics.flattened:
             assert ids == Counter({tx.transaction_id: len(tx.products) for tx in expected})

@@ -64,7 +64,7 @@ async def test_two_workers_split_the_partitions_and_one_takes_over(deploy, wareh
 
     produced = list(generate(COUNT, seed=41, now=NOW))
     table = read_lake(deployment, "transaction_stream")
-    positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+    positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True))
     assert len(positions) == len(set(positions)) == COUNT
     assert sorted(table.column("transaction_id").to_pylist()) == sorted(tx.transaction_id for tx in produced)
     users = dict(await fetch_all(warehouse_db, "SELECT user_id, user_city FROM dim_users"))

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 UTS = "user_transaction_summary"
 
 
-async def test_versions_publish_and_expire_on_s3(warehouse_db, warehouse_conn, s3_lake):  # noqa: F811
+async def test_versions_publish_and_expire_on_s3(warehouse_db, warehouse_conn, s3_lake):  # noqa: F811 - the S3 lake fixture
     settings = Settings(
         mysql={
             "host": warehouse_db.host, "port": warehouse_db.port, "user": warehouse_db.user,

@@ -97,7 +97,9 @@ async def test_streams_land_exactly_with_dead_letters_and_dimensions(deploy, war
         table = read_lake(deployment, feed_name)
         assert table is not None and table.num_rows == len(records), feed_name
         assert rows_per_day(table) == expected_days(records), feed_name
-        positions = list(zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist()))
+        positions = list(
+            zip(table.column("_kafka_partition").to_pylist(), table.column("_kafka_offset").to_pylist(), strict=True)
+        )
         assert len(set(positions)) == len(positions), f"{feed_name}: an offset landed twice"
     stream = read_lake(deployment, "transaction_stream")
     assert sorted(stream.column("transaction_id").to_pylist()) == sorted(tx.transaction_id for tx in produced)

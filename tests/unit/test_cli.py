@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic_settings import SettingsError
 
 from app.core.settings import Settings
 from app.ops.cli import build_parser
@@ -144,6 +145,13 @@ def test_the_worker_refuses_a_bad_setting_before_faust_starts():
 def test_list_settings_take_comma_separated_values_or_json(value, countries, monkeypatch):
     monkeypatch.setenv("TXLAKE_BLACKLIST__COUNTRIES", value)
     assert sorted(Settings().blacklist.countries) == countries
+
+
+def test_a_json_list_python_refuses_says_what_is_expected(monkeypatch):
+    monkeypatch.setenv("TXLAKE_BLACKLIST__COUNTRIES", "[" + "1" * 5000 + "]")  # beyond Python's digit limit
+    with pytest.raises(SettingsError) as caught:
+        Settings()
+    assert "starts like a JSON list but is not one (Exceeds the limit" in str(caught.value.__cause__)
 
 
 def test_a_broken_json_list_is_one_line_saying_what_is_expected():

@@ -72,7 +72,8 @@ async def test_partitions_that_flush_together_land_in_one_commit_with_one_app_tr
     assert table.metadata().configuration["delta.checkpointInterval"] == "10"
     rows = table.to_pyarrow_table()
     assert rows.num_rows == 800
-    for year, month, day, ts in zip(*(rows.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))):
+    columns = (rows.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))
+    for year, month, day, ts in zip(*columns, strict=True):
         assert (year, month, day) == (f"{ts.year:04d}", f"{ts.month:02d}", f"{ts.day:02d}")
     # Directories stay year=YYYY/month=MM/day=DD (zero-padded strings), files are Delta's part-… names.
     files = [Path(f).relative_to(tmp_path / FEED.dataset) for f in table.file_uris()]
@@ -256,7 +257,7 @@ async def test_the_sink_keeps_landing_while_the_table_is_optimized(tmp_path, rec
     result = await optimizing
     assert result.status == "compacted", result
     rows = _table(tmp_path).to_pyarrow_table(columns=["_kafka_partition", "_kafka_offset"])
-    positions = list(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist()))
+    positions = list(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True))
     assert len(positions) == len(set(positions)) == 800
     assert [_table(tmp_path).transaction_version(app_id("tx", p)) for p in range(2)] == [1199, 1199]
 

@@ -45,7 +45,8 @@ async def test_a_batch_spanning_days_lands_one_file_per_day(tmp_path, records):
     table = _visible(tmp_path)
     assert table.num_rows == len(records)
     assert sorted(table.column("_kafka_offset").to_pylist()) == list(range(len(records)))
-    for year, month, day, ts in zip(*(table.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))):
+    columns = (table.column(c).to_pylist() for c in ("year", "month", "day", "event_timestamp"))
+    for year, month, day, ts in zip(*columns, strict=True):
         assert (ts.year, ts.month, ts.day) == (year, month, day)
     assert read_landed_through(tmp_path, FEED.dataset, "tx", 0) == len(records) - 1
 

@@ -194,7 +194,7 @@ async def test_produce_writes_the_four_streams(fake_producer: type[FakeProducer]
         assert key == decode(Transaction, value).transaction_id.encode()
     for key, value in by_topic["flat"]:
         assert key == decode(FlattenedLine, value).transaction_id.encode()
-    for key, value in by_topic["anon"]:
+    for _, value in by_topic["anon"]:
         assert decode(Transaction, value).user.email.endswith("@anonymized.invalid")
     for _, value in by_topic["black"]:
         assert decode(BlacklistedTransaction, value).blacklist_reason.startswith("country:JP")

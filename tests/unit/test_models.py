@@ -124,6 +124,7 @@ def test_python_construction_normalises_time() -> None:
     [
         (b"\xff\xfe{}", "not UTF-8"),
         (raw()[:-20], "not JSON"),
+        (b"1" * 5000, "not JSON (Exceeds the limit"),  # valid JSON that Python's json refuses (no .msg)
         (b"", "empty value"),
         (b"[1, 2]", "not a JSON object (list)"),
         (b'"just a string"', "not a JSON object (str)"),

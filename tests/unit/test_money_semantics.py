@@ -36,7 +36,7 @@ def _types(pattern: str, text: str = TABLES_SQL) -> list[tuple[int, int]]:
     found = re.search(pattern.replace("DEC", DEC), text)
     assert found, f"ksql statement changed shape: {pattern}"
     numbers = [int(n) for n in found.groups()]
-    return list(zip(numbers[::2], numbers[1::2]))
+    return list(zip(numbers[::2], numbers[1::2], strict=True))
 
 
 # The expressions, as the statements write them.

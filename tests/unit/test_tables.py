@@ -207,7 +207,11 @@ def test_delta_messages_route_each_key_to_its_partition_in_source_order():
                 seen[(table, key)] = [c[1] for c in contributed]
                 assert all(c[0] == 2 for c in contributed)
     assert all(offsets == sorted(offsets) for offsets in seen.values())
-    expected = {(t, k.decode()) for tx, o in zip(transactions, offsets) for t, k, _ in contributions(tx, 2, o, load_rates())}
+    expected = {
+        (t, k.decode())
+        for tx, o in zip(transactions, offsets, strict=True)
+        for t, k, _ in contributions(tx, 2, o, load_rates())
+    }
     assert set(seen) == expected
 
 

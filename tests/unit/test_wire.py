@@ -216,7 +216,7 @@ def test_both_paths_give_the_same_arrow_rows_and_dimension_rows() -> None:
     raws = [to_wire(tx) for tx in txs]
     fast = [fast_result(Transaction, raw) for raw in raws]
     slow = [Transaction.model_validate_json(raw) for raw in raws]
-    mixed = [f if i % 2 else s for i, (f, s) in enumerate(zip(fast, slow))]
+    mixed = [f if i % 2 else s for i, (f, s) in enumerate(zip(fast, slow, strict=True))]
     kind = RECORD_KINDS["transaction"]
     positions = ([0] * len(raws), list(range(len(raws))))
     expected = kind.to_table(slow, *positions)

@@ -115,7 +115,7 @@ def offset_ranges(offsets: np.ndarray) -> list[tuple[int, int]]:
     breaks = np.flatnonzero(np.diff(values) != 1)
     starts = np.concatenate(([values[0]], values[breaks + 1]))
     ends = np.concatenate((values[breaks], [values[-1]]))
-    return [(int(a), int(b)) for a, b in zip(starts, ends)]
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def reconcile_partition(

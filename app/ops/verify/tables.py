@@ -269,7 +269,7 @@ def compare_live_state(
     findings.extra_count, findings.extra = len(extra), [list(k) for k in extra[:SHOWN_KEYS]]
     for key in sorted(expected.keys() & stored.keys()):
         record, row = expected[key], stored[key]
-        for column, held in zip(spec.value_columns, row):
+        for column, held in zip(spec.value_columns, row, strict=True):
             want = stored_form(getattr(record, column), held)
             if want != held:
                 findings.differing_count += 1
