@@ -1,4 +1,9 @@
-"""The four ksqlDB tables: their changelog records on the wire and their rows in the warehouse.
+"""The four ksqlDB tables: their one description, their changelog records on the wire, their rows.
+
+:data:`TABLES` holds a :class:`TableSpec` per table, the only place a table's columns and their
+types are written down (the value models' fields carry their warehouse types, :mod:`models.columns`);
+the fact sink's columns and the snapshot files' Arrow schema derive from it, and tests hold
+``sql/03_create_fact_tables.sql`` and ``ksql/03_tables.sql`` to it.
 
 A table's changelog topic carries one message per change of a key, as ksqlDB writes it:
 
