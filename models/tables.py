@@ -173,6 +173,12 @@ class TableSpec:
     model: type[Record]
     dimension: DimensionRef | None = None
 
+    def __post_init__(self) -> None:
+        """Fail at import on a value field without its type, or a dimension off the key."""
+        self.fact_columns  # noqa: B018 - computed (and cached) now
+        if self.dimension is not None and self.dimension.column not in self.key_columns:
+            raise ValueError(f"{self.name}: dimension column {self.dimension.column} is not a key column")
+
     @property
     def topic(self) -> str:
         return self.name.upper()

@@ -16,7 +16,7 @@ from app.tables.rates import load_rates
 from models.aggregates import AGGREGATORS, Buyers, contributions
 from models.columns import BIGINT, decimal, fact_columns
 from models.money import TOTAL
-from models.tables import TABLES, InvalidRecord, decode_row, encode_key, encode_value
+from models.tables import TABLES, InvalidRecord, TableSpec, decode_row, encode_key, encode_value
 from models.transaction import Product, Record
 from tests.ksql_statements import KSQL_DIR, select_list, statement
 from tools.loadgen import generate
@@ -160,6 +160,8 @@ def test_every_value_field_must_name_its_warehouse_type():
 
     with pytest.raises(TypeError, match="'total_amount' must carry exactly one SqlType"):
         fact_columns(("k",), Untyped.model_fields)
+    with pytest.raises(TypeError, match="'total_amount'"):  # a spec refuses it when it is built (at import)
+        TableSpec("untyped", ("k",), Untyped)
 
 
 def test_the_text_bounds_of_the_model_are_those_of_its_columns():
