@@ -58,7 +58,7 @@ from aiokafka.protocol.group import JoinGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from app.core import metrics
-from app.core.crashpoints import crash_point
+from app.core.crash_points import crash_point
 from app.core.retry import Backoff
 from app.core.security import kafka_client_options
 from app.core.settings import Settings

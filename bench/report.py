@@ -34,7 +34,7 @@ __all__ = [
 RESULTS_DIR = REPO / "bench" / "results"
 INDEX = "LATEST.md"
 # The order of LATEST.md; benchmarks not listed here follow, by name.
-KNOWN = ("streams", "tables", "export")
+KNOWN = ("streams", "tables", "derived", "lake", "delta", "export")
 
 TARGET_MSG_PER_S = 50_000
 TARGET_NAIVE_RATIO = 10.0

@@ -7,7 +7,7 @@ compares, as multisets keyed by source offset, what a ``read_committed`` consume
 three topics with :mod:`models.derive` applied to what the transaction topic holds -- after
 SIGKILLs under load, with two workers sharing four partitions, and with the process killed at
 the exact point between producing a batch's derived records and committing its transaction
-(``TXLAKE_CRASH_AT``, :mod:`app.core.crash_points`). ``txlake verify`` closes each test.
+(``TXLAKE_TEST_CRASH_AT``, :mod:`app.core.crash_points`). ``txlake verify`` closes each test.
 
 The table derivation is off here (``streams.derive`` on by itself): the derived streams do not
 depend on it, and the Faust table agent's pace on a loaded machine would only slow these tests
@@ -190,7 +190,7 @@ async def test_a_sigkill_between_produce_and_commit_leaves_no_duplicate_and_no_g
     deployment = await deploy(2, TXLAKE_BATCHING__FLUSH_SIZE="500", TXLAKE_STREAMS__TRANSACTION_TIMEOUT_MS="60000",
                               **ONLY_STREAMS)
     await produce_demo(deployment, 6000, seed=3, now=NOW)
-    crashing = deployment.worker(TXLAKE_CRASH_AT=point).start()
+    crashing = deployment.worker(TXLAKE_TEST_CRASH_AT=point).start()
     crashing.process.wait(120)
     assert crashing.process.returncode == -9, crashing.log()[-3000:]
     assert f"crash point {point.split(':')[0]} reached" in crashing.log()
