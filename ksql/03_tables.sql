@@ -1,4 +1,5 @@
 -- txlake: the four tables (same semantics as models/aggregates.py; keep both in step).
+-- Key and value columns in the order of models/tables.py (checked by tests/unit/test_tables.py).
 -- Only COMPLETED transactions count. payment_method_totals nets refunds (REFUND amounts count
 -- negative); product_purchase_counts counts completed PURCHASE transactions, per product line.
 --

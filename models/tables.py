@@ -1,4 +1,9 @@
-"""The four ksqlDB tables: their changelog records on the wire and their rows in the warehouse.
+"""The four ksqlDB tables: their one description, their changelog records on the wire, their rows.
+
+:data:`TABLES` holds a :class:`TableSpec` per table, the only place a table's columns and their
+types are written down (the value models' fields carry their warehouse types, :mod:`models.columns`);
+the fact sink's columns and the snapshot files' Arrow schema derive from it, and tests hold
+``sql/03_create_fact_tables.sql`` and ``ksql/03_tables.sql`` to it.
 
 A table's changelog topic carries one message per change of a key, as ksqlDB writes it:
 
@@ -33,17 +38,20 @@ import functools
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
+import pyarrow as pa
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
+from models.columns import BIGINT, KEY_LENGTH, FactColumn, decimal, fact_columns, varchar
 from models.money import AVERAGE, RATE, TOTAL, Column
 from models.transaction import InvalidRecord, Record, _record_name, invalid_record
 
 __all__ = [
     "DERIVED_HEADER",
     "TABLES",
+    "DimensionRef",
     "PaymentMethodTotals",
     "ProductPurchaseCounts",
     "TableRow",
@@ -82,10 +90,16 @@ def _fits(column: Column, *, positive: bool = False) -> AfterValidator:
     return AfterValidator(fits)
 
 
-_Count = Annotated[int, Field(ge=0, le=_BIGINT)]
-_Money = Annotated[Decimal, BeforeValidator(_json_number), _fits(TOTAL)]
-_Average = Annotated[Decimal, BeforeValidator(_json_number), _fits(AVERAGE)]
-_Rate = Annotated[Decimal, BeforeValidator(_json_number), _fits(RATE, positive=True)]
+_Count = Annotated[int, Field(ge=0, le=_BIGINT), BIGINT]
+_Money = Annotated[Decimal, BeforeValidator(_json_number), _fits(TOTAL), decimal(TOTAL)]
+_Average = Annotated[Decimal, BeforeValidator(_json_number), _fits(AVERAGE), decimal(AVERAGE)]
+_Rate = Annotated[Decimal, BeforeValidator(_json_number), _fits(RATE, positive=True), decimal(RATE)]
+
+
+# Texts of at most n characters in a VARCHAR(n) (a name, a category).
+_PaymentMethodName = Annotated[str, Field(max_length=128), varchar(128)]
+_ProductName = Annotated[str, Field(max_length=255), varchar(255)]
+_ProductCategory = Annotated[str, Field(max_length=128), varchar(128)]
 
 
 class UserTransactionSummary(Record):
@@ -108,7 +122,7 @@ class UserTransactionSummaryEur(Record):
 class PaymentMethodTotals(Record):
     """Value of ``PAYMENT_METHOD_TOTALS``: net EUR volume of completed transactions (refunds negative)."""
 
-    payment_method_name: str | None = Field(None, max_length=128)
+    payment_method_name: _PaymentMethodName | None = None
     total_amount: _Money
     transaction_count: _Count
     avg_amount: _Average | None = None
@@ -117,29 +131,57 @@ class PaymentMethodTotals(Record):
 class ProductPurchaseCounts(Record):
     """Value of ``PRODUCT_PURCHASE_COUNTS``: units, revenue and buyers of completed purchases."""
 
-    product_name: str | None = Field(None, max_length=255)
-    product_category: str | None = Field(None, max_length=128)
+    product_name: _ProductName | None = None
+    product_category: _ProductCategory | None = None
     purchase_count: _Count
     total_revenue: _Money
     avg_price: _Average | None = None
     unique_buyers: _Count
 
 
+class DimensionRef(NamedTuple):
+    """The dimension a fact's key column references: a member must exist before the fact row goes in."""
+
+    table: str
+    column: str
+
+
 @dataclass(frozen=True)
 class TableSpec:
-    """One ksqlDB table: topic, key, value model and the fact table that holds it.
+    """One ksqlDB table: the single description of its topic, its columns and its fact table.
 
-    ``key_columns`` are warehouse column names (the wire key uses them upper-cased);
-    ``value_columns`` are the model's fields, which are also the fact table's columns.
-    ``dimension`` names the (table, column) the fact's foreign key points to, if any.
+    ``key_columns`` name the key (warehouse column names; the wire key uses them upper-cased), every
+    one of type :data:`~models.columns.KEY`; the value columns are ``model``'s fields, in order, each
+    with the type its annotation carries (:mod:`models.columns`). ``dimension`` is the dimension a
+    key column references, if any. Everything else is derived:
+
+    - ``topic`` (the changelog topic ksqlDB or txlake's derivation writes) and ``fact_table``;
+    - :attr:`fact_columns`: the fact table's business columns with their warehouse types, key
+      first -- what the warehouse sink upserts and a snapshot version copies (:attr:`columns`);
+    - :attr:`arrow_schema`: the schema of a snapshot version's Parquet files in the lake.
+
+    Tests hold ``sql/03_create_fact_tables.sql`` (on a real MariaDB) and ``ksql/03_tables.sql`` (the
+    select list's names and order) to this description.
     """
 
     name: str
-    topic: str
-    fact_table: str
     key_columns: tuple[str, ...]
     model: type[Record]
-    dimension: tuple[str, str] | None
+    dimension: DimensionRef | None = None
+
+    def __post_init__(self) -> None:
+        """Fail at import on a value field without its type, or a dimension off the key."""
+        self.fact_columns  # noqa: B018 - computed (and cached) now
+        if self.dimension is not None and self.dimension.column not in self.key_columns:
+            raise ValueError(f"{self.name}: dimension column {self.dimension.column} is not a key column")
+
+    @property
+    def topic(self) -> str:
+        return self.name.upper()
+
+    @property
+    def fact_table(self) -> str:
+        return f"fact_{self.name}"
 
     @property
     def value_columns(self) -> tuple[str, ...]:
@@ -151,28 +193,35 @@ class TableSpec:
 
     @property
     def columns(self) -> tuple[str, ...]:
+        """The business columns' names: key columns, then value columns (rows are tuples in this order)."""
         return (*self.key_columns, *self.value_columns)
+
+    @functools.cached_property
+    def fact_columns(self) -> tuple[FactColumn, ...]:
+        return fact_columns(self.key_columns, self.model.model_fields)
+
+    @functools.cached_property
+    def arrow_schema(self) -> pa.Schema:
+        """A snapshot version's schema: one field per business column; keys non-nullable."""
+        return pa.schema([column.arrow_field for column in self.fact_columns])
 
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
         TableSpec(
-            "user_transaction_summary", "USER_TRANSACTION_SUMMARY", "fact_user_transaction_summary",
-            ("user_id", "transaction_type"), UserTransactionSummary, ("dim_users", "user_id"),
+            "user_transaction_summary", ("user_id", "transaction_type"), UserTransactionSummary,
+            DimensionRef("dim_users", "user_id"),
         ),
         TableSpec(
-            "user_transaction_summary_eur", "USER_TRANSACTION_SUMMARY_EUR", "fact_user_transaction_summary_eur",
-            ("user_id", "transaction_type"), UserTransactionSummaryEur, ("dim_users", "user_id"),
+            "user_transaction_summary_eur", ("user_id", "transaction_type"), UserTransactionSummaryEur,
+            DimensionRef("dim_users", "user_id"),
         ),
         TableSpec(
-            "payment_method_totals", "PAYMENT_METHOD_TOTALS", "fact_payment_method_totals",
-            ("payment_method_id",), PaymentMethodTotals, ("dim_payment_methods", "payment_method_id"),
+            "payment_method_totals", ("payment_method_id",), PaymentMethodTotals,
+            DimensionRef("dim_payment_methods", "payment_method_id"),
         ),
-        TableSpec(
-            "product_purchase_counts", "PRODUCT_PURCHASE_COUNTS", "fact_product_purchase_counts",
-            ("product_id",), ProductPurchaseCounts, None,
-        ),
+        TableSpec("product_purchase_counts", ("product_id",), ProductPurchaseCounts),
     )
 }
 """The four tables by name (the name is also the table feed's and the lake dataset's name)."""
@@ -242,8 +291,8 @@ def decode_key(spec: TableSpec, raw: bytes | None) -> tuple[str, ...]:
 
 
 def _key_part(column: str, value: str) -> str:
-    if not 1 <= len(value) <= 64:
-        raise InvalidRecord(f"key column {column.upper()} must be 1..64 characters")
+    if not 1 <= len(value) <= KEY_LENGTH:
+        raise InvalidRecord(f"key column {column.upper()} must be 1..{KEY_LENGTH} characters")
     return value
 
 

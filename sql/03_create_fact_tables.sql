@@ -1,4 +1,6 @@
 -- txlake warehouse: fact tables (one per ksqlDB table).
+-- Business columns, their order and types: models/tables.py (tests/integration/test_schema.py
+-- checks this file against it on MariaDB).
 -- Does not name a database: apply with `mariadb --database=<db>` after 02_create_dimension_tables.sql.
 -- snapshot_version: 0 = the live state kept current by the streaming sink;
 --                   N > 0 = batch snapshot version N (matches tables/<table>/version=vN/ in the lake).

@@ -24,7 +24,7 @@ from app.lake.storage import LakeStorage
 from app.snapshots.errors import VersionLost
 from app.snapshots.files import read_batches
 from app.snapshots.registry import VersionInfo
-from app.snapshots.tables import TableSpec
+from models.tables import TableSpec
 
 __all__ = ["commit_version", "insert_inferred_members"]
 
@@ -79,17 +79,17 @@ async def commit_version(
 
 async def insert_inferred_members(cursor: aiomysql.Cursor, spec: TableSpec, batch: pa.RecordBatch) -> None:
     """Placeholder dimension rows for the members ``batch`` references that do not exist yet."""
-    for ref in spec.dimensions:
-        keys = sorted({key for key in batch.column(ref.column).to_pylist() if key is not None})
-        if not keys:
-            continue
-        await cursor.execute(
-            f"SELECT {ref.column} FROM {ref.table} WHERE {ref.column} IN ({', '.join(['%s'] * len(keys))})", keys
-        )
-        known = {row[0] for row in await cursor.fetchall()}
-        missing = [(key,) for key in keys if key not in known]
-        if missing:
-            # IGNORE: a member inserted meanwhile by the dimension upsert wins (and is not a placeholder).
-            await cursor.executemany(
-                f"INSERT IGNORE INTO {ref.table} ({ref.column}, is_inferred) VALUES (%s, TRUE)", missing
-            )
+    ref = spec.dimension
+    if ref is None:
+        return
+    keys = sorted({key for key in batch.column(ref.column).to_pylist() if key is not None})
+    if not keys:
+        return
+    await cursor.execute(
+        f"SELECT {ref.column} FROM {ref.table} WHERE {ref.column} IN ({', '.join(['%s'] * len(keys))})", keys
+    )
+    known = {row[0] for row in await cursor.fetchall()}
+    missing = [(key,) for key in keys if key not in known]
+    if missing:
+        # IGNORE: a member inserted meanwhile by the dimension upsert wins (and is not a placeholder).
+        await cursor.executemany(f"INSERT IGNORE INTO {ref.table} ({ref.column}, is_inferred) VALUES (%s, TRUE)", missing)

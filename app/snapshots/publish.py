@@ -21,7 +21,8 @@ from app.snapshots.db import connect
 from app.snapshots.files import VersionFileWriter
 from app.snapshots.registry import VersionInfo, list_versions, mark_published
 from app.snapshots.sources import rows_to_batch
-from app.snapshots.tables import TableSpec, table_spec
+from app.snapshots.tables import table_spec
+from models.tables import TableSpec
 
 __all__ = ["publish_version", "refresh_catalog"]
 
@@ -60,7 +61,7 @@ async def refresh_catalog(
     versions = await list_versions(connection, spec.name)
     if only_if_stale and await asyncio.to_thread(catalog_is_current, storage, spec.name, versions):
         return
-    await asyncio.to_thread(write_table_catalog, storage, spec.name, spec.schema, versions)
+    await asyncio.to_thread(write_table_catalog, storage, spec.name, spec.arrow_schema, versions)
 
 
 async def _rebuild_from_warehouse(
@@ -71,7 +72,7 @@ async def _rebuild_from_warehouse(
     writer = VersionFileWriter(
         storage,
         rebuild,
-        spec.schema,
+        spec.arrow_schema,
         compression=settings.lake.compression,
         rows_per_file=settings.snapshots.rows_per_file,
         row_group_rows=settings.snapshots.row_group_rows,
@@ -79,7 +80,7 @@ async def _rebuild_from_warehouse(
     async with connect(settings.mysql, unbuffered=True) as connection, connection.cursor() as cursor:
         await cursor.execute(
             f"SELECT {', '.join(spec.columns)} FROM {spec.fact_table} WHERE snapshot_version = %s "
-            f"ORDER BY {', '.join(spec.key)}",
+            f"ORDER BY {', '.join(spec.key_columns)}",
             (info.version,),
         )
         while rows := await cursor.fetchmany(settings.snapshots.row_group_rows):

@@ -17,7 +17,7 @@ from app.lake.files import remove_tree
 from app.lake.storage import LakeStorage
 from app.snapshots.publish import refresh_catalog
 from app.snapshots.registry import VersionInfo, clear_path, list_versions
-from app.snapshots.tables import TableSpec
+from models.tables import TableSpec
 
 __all__ = ["expire_old_versions", "remove_expired_files"]
 

@@ -198,7 +198,7 @@ class Snapshotter:
         writer = VersionFileWriter(
             self.storage,
             info.lake_staging_path or "",
-            spec.schema,
+            spec.arrow_schema,
             compression=self.settings.lake.compression,
             rows_per_file=self.settings.snapshots.rows_per_file,
             row_group_rows=self.settings.snapshots.row_group_rows,

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from app.core.settings import MySQLSettings
 from app.snapshots.db import connect
 from app.snapshots.errors import SnapshotError
-from app.snapshots.tables import TableSpec
+from models.tables import TableSpec
 
 __all__ = ["RowSource", "conform", "live_rows", "rows_to_batch"]
 
@@ -39,10 +39,10 @@ class RowSource:
 
 
 def rows_to_batch(spec: TableSpec, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
-    """Rows in ``spec.columns`` order → a RecordBatch of ``spec.schema``."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(spec.schema)
-    arrays = [pa.array(values, type=f.type) for values, f in zip(columns, spec.schema, strict=True)]
-    return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
+    """Rows in ``spec.columns`` order → a RecordBatch of ``spec.arrow_schema``."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(spec.arrow_schema)
+    arrays = [pa.array(values, type=f.type) for values, f in zip(columns, spec.arrow_schema, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=spec.arrow_schema)
 
 
 def conform(spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -58,8 +58,8 @@ def conform(spec: TableSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
     if missing:
         raise SnapshotError(f"{spec.name}: rows lack column(s) {', '.join(missing)}")
     try:
-        arrays = [_cast(batch.column(f.name), f.type) for f in spec.schema]
-        return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
+        arrays = [_cast(batch.column(f.name), f.type) for f in spec.arrow_schema]
+        return pa.RecordBatch.from_arrays(arrays, schema=spec.arrow_schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise SnapshotError(f"{spec.name}: rows do not fit the table's schema: {exc}") from exc
 
@@ -90,7 +90,7 @@ async def live_rows(settings: MySQLSettings, spec: TableSpec, batch_rows: int) -
                 offsets.setdefault(topic, {})[str(partition)] = int(landed)
             await cursor.execute(
                 f"SELECT {', '.join(spec.columns)} FROM {spec.fact_table} WHERE snapshot_version = 0 "
-                f"ORDER BY {', '.join(spec.key)}"
+                f"ORDER BY {', '.join(spec.key_columns)}"
             )
 
             async def batches() -> AsyncIterator[pa.RecordBatch]:

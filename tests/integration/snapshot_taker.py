@@ -27,8 +27,8 @@ async def main(table: str, phase: str) -> None:
 
     def batch(first: int) -> pa.RecordBatch:
         keys = [f"k{i}" for i in range(first, first + 50)]
-        columns = [pa.array(keys) if f.name in spec.key else pa.nulls(50, f.type) for f in spec.schema]
-        return pa.RecordBatch.from_arrays(columns, schema=spec.schema)
+        columns = [pa.array(keys) if f.name in spec.key_columns else pa.nulls(50, f.type) for f in spec.arrow_schema]
+        return pa.RecordBatch.from_arrays(columns, schema=spec.arrow_schema)
 
     async def rows() -> AsyncIterator[pa.RecordBatch]:
         yield batch(0)

@@ -1,5 +1,8 @@
 """The warehouse schema (sql/02, sql/03) and sample queries (sql/04) against the real MariaDB.
 
+The fact tables' business columns, their types, the natural keys and the foreign keys are those of
+the one description of each table, :data:`models.tables.TABLES`.
+
 Each test gets a fresh database from the ``warehouse_db`` fixture; statements run as the
 least-privileged application user unless a test says otherwise.
 """
@@ -13,6 +16,7 @@ import aiomysql
 import pymysql
 import pytest
 
+from models.tables import TABLES, TableSpec
 from tests.integration.conftest import SQL_DIR, WAREHOUSE_SCRIPTS, read_sql
 
 pytestmark = pytest.mark.integration
@@ -108,13 +112,67 @@ async def test_schema_tables_engine_charset_and_idempotent(warehouse_db, mysql_a
             "FROM information_schema.referential_constraints WHERE constraint_schema = %s",
             (warehouse_db.database,),
         )
-        assert sorted(fks) == [
+        assert sorted(fks) == sorted(
+            (spec.fact_table, spec.dimension.table, "CASCADE") for spec in TABLES.values() if spec.dimension is not None
+        ) == [
             ("fact_payment_method_totals", "dim_payment_methods", "CASCADE"),
             ("fact_user_transaction_summary", "dim_users", "CASCADE"),
             ("fact_user_transaction_summary_eur", "dim_users", "CASCADE"),
         ]
     finally:
         await conn.ensure_closed()
+
+
+# A fact table's columns around its business columns: the surrogate id first, then these.
+BOOKKEEPING = ("snapshot_date", "snapshot_version", "updated_at")
+
+
+def _declared_type(data_type: str, length: int | None, precision: int | None, scale: int | None) -> str:
+    """information_schema's description of a column, written as the SQL of models.columns.SqlType."""
+    if data_type == "varchar":
+        return f"VARCHAR({length})"
+    if data_type == "decimal":
+        return f"DECIMAL({precision},{scale})"
+    return data_type.upper()
+
+
+@pytest.mark.parametrize("spec", TABLES.values(), ids=TABLES.keys())
+async def test_the_fact_table_declares_the_columns_of_its_spec(warehouse_conn, warehouse_db, spec: TableSpec):
+    """sql/03 against models/tables.py: names and order, types, nullability, key collation, natural key, foreign key."""
+    (table_collation,) = (await _fetchall(
+        warehouse_conn, "SELECT table_collation FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+        (warehouse_db.database, spec.fact_table),
+    ))[0]
+    rows = await _fetchall(
+        warehouse_conn,
+        "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable, "
+        "collation_name, extra FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+        "ORDER BY ordinal_position",
+        (warehouse_db.database, spec.fact_table),
+    )
+    surrogate, *business = rows[: -len(BOOKKEEPING)]
+    assert surrogate[7] == "auto_increment" and tuple(r[0] for r in rows[-len(BOOKKEEPING):]) == BOOKKEEPING
+    assert [r[0] for r in business] == [c.name for c in spec.fact_columns]
+    for column, (name, data_type, length, precision, scale, nullable, collation, _) in zip(spec.fact_columns, business, strict=True):
+        assert _declared_type(data_type, length, precision, scale) == column.type.sql, name
+        assert (nullable == "YES") is column.nullable, name
+        if data_type == "varchar":
+            assert collation == (column.type.collation or table_collation), name
+
+    index = await _fetchall(
+        warehouse_conn,
+        "SELECT index_name, column_name FROM information_schema.statistics WHERE table_schema = %s AND table_name = %s "
+        "AND non_unique = 0 AND index_name <> 'PRIMARY' ORDER BY index_name, seq_in_index",
+        (warehouse_db.database, spec.fact_table),
+    )
+    assert [column for _, column in index] == [*spec.key_columns, "snapshot_version"]
+    references = await _fetchall(
+        warehouse_conn,
+        "SELECT column_name, referenced_table_name, referenced_column_name FROM information_schema.key_column_usage "
+        "WHERE table_schema = %s AND table_name = %s AND referenced_table_name IS NOT NULL",
+        (warehouse_db.database, spec.fact_table),
+    )
+    assert list(references) == ([(spec.dimension.column, spec.dimension.table, spec.dimension.column)] if spec.dimension else [])
 
 
 async def test_every_sample_query_runs_as_app_user(warehouse_conn):

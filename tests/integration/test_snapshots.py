@@ -180,7 +180,7 @@ async def test_a_failing_source_leaves_no_visible_version(warehouse_conn, snapsh
     spec = table_spec(UTS)
 
     async def broken():
-        yield pa.RecordBatch.from_pylist([{"user_id": "u9", "transaction_type": "purchase"}], schema=spec.schema)
+        yield pa.RecordBatch.from_pylist([{"user_id": "u9", "transaction_type": "purchase"}], schema=spec.arrow_schema)
         raise ConnectionError("ksqlDB went away")
 
     with pytest.raises(Exception, match="ksqlDB went away"):
@@ -200,7 +200,7 @@ async def _stage_and_commit(snapshotter, rows):
     spec = table_spec(UTS)
     info, _ = await snapshotter.begin(UTS, "manual", None, None)
     writer = VersionFileWriter(
-        snapshotter.storage, info.lake_staging_path, spec.schema, compression="snappy", rows_per_file=2, row_group_rows=1
+        snapshotter.storage, info.lake_staging_path, spec.arrow_schema, compression="snappy", rows_per_file=2, row_group_rows=1
     )
     await writer.write(conform(spec, pa.RecordBatch.from_pylist(rows)))
     await writer.close()

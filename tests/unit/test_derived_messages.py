@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +19,12 @@ from models.derive import Blacklist, anonymize, blacklist_reasons, blacklisted, 
 from models.derived_messages import DERIVATIONS, DerivedMessages
 from models.transaction import BlacklistedTransaction, FlattenedLine, Transaction, decode, to_wire
 from models.wire import fast_decoder
+from tests.ksql_statements import KSQL_DIR, select_list
 from tools.loadgen import generate
 
 KEY = b"derived-test-key"
 RULES = Blacklist(users={"U00007"}, countries={"ru"}, email_domains={"EXAMPLE.SE"}, payment_methods={"PM-3"})
-SQL = (Path(__file__).resolve().parents[2] / "ksql" / "01_streams.sql").read_text()
+SQL = (KSQL_DIR / "01_streams.sql").read_text()
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
@@ -92,29 +92,8 @@ def test_blacklist_matches_like_ksqldb_lcase():
 # -- ksql/01_streams.sql: the same columns, the same key ------------------------------------------
 
 
-def _select_list(stream: str) -> list[str]:
-    """The output column names of ``CREATE STREAM <stream> … AS SELECT … FROM``, in order."""
-    body = re.search(rf"CREATE STREAM IF NOT EXISTS {stream}\b.*?\bSELECT\b(.*?)\bFROM TRANSACTION_STREAM\b", SQL, re.S)
-    assert body, stream
-    text = re.sub(r"--[^\n]*", "", body.group(1))
-    items, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "([" and 1 or char in ")]" and -1 or 0
-        if char == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += char
-    items.append(current)
-    names = []
-    for item in (i.strip() for i in items if i.strip()):
-        alias = re.search(r"\bAS\s+([A-Z_]+)\s*$", item)
-        names.append(alias.group(1) if alias else item)
-    return names
-
-
 def _value_columns(stream: str) -> list[str]:
-    columns = _select_list(stream)
+    columns = [name for name, _ in select_list(SQL, stream)]
     assert columns[0] == "TX_KEY", f"{stream}: the key column comes first, renamed (ksqlDB keeps it out of the value)"
     assert re.search(rf"CREATE STREAM IF NOT EXISTS {stream}\b.*?TRANSACTION_ID\s+AS TX_KEY,\s*AS_VALUE\(TRANSACTION_ID\)",
                      SQL, re.S), f"{stream}: TRANSACTION_ID is copied into the value"

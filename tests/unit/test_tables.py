@@ -6,20 +6,23 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
+from typing import Annotated
 
+import pyarrow as pa
 import pytest
 
 from app.tables.deltas import MAX_KEYS_PER_MESSAGE, delta_messages, partition_of, read_delta
 from app.tables.rates import load_rates
 from models.aggregates import AGGREGATORS, Buyers, contributions
-from models.tables import TABLES, InvalidRecord, decode_row, encode_key, encode_value
-from models.transaction import Product
+from models.columns import BIGINT, decimal, fact_columns
+from models.money import TOTAL
+from models.tables import TABLES, InvalidRecord, TableSpec, decode_row, encode_key, encode_value
+from models.transaction import Product, Record
+from tests.ksql_statements import KSQL_DIR, select_list, statement
 from tools.loadgen import generate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RATES = {"EUR": Decimal("1"), "USD": Decimal("0.92")}
-KSQL = Path(__file__).resolve().parents[2] / "ksql"
 
 
 def _tx(**changes):
@@ -125,15 +128,63 @@ def test_bad_keys_and_values_are_invalid_with_a_reason(table, key, value, reason
         decode_row(TABLES[table], key, value)
 
 
-def test_ksql_statements_define_every_table_topic_and_value_column():
-    statements = (KSQL / "03_tables.sql").read_text()
+# -- one description: the Arrow schema and ksql/03_tables.sql follow models/tables.py -----------
+# (sql/03_create_fact_tables.sql is checked against it on MariaDB: tests/integration/test_schema.py)
+
+
+def test_the_arrow_schema_is_the_columns_with_their_types_keys_not_null():
     for spec in TABLES.values():
-        body = statements[statements.index(f"CREATE TABLE IF NOT EXISTS {spec.topic}\n"):]
-        body = body[: body.index("EMIT CHANGES")]
-        assert f"KAFKA_TOPIC = '{spec.topic}'" in body
-        assert f"KEY_FORMAT = '{spec.key_format}'" in body
-        for column in spec.value_columns:
-            assert re.search(rf"AS {column.upper()}\b", body), (spec.name, column)
+        schema = spec.arrow_schema
+        assert tuple(schema.names) == spec.columns == tuple(c.name for c in spec.fact_columns)
+        for column in spec.fact_columns:
+            field = schema.field(column.name)
+            assert field.nullable is (column.name not in spec.key_columns), (spec.name, column.name)
+            if column.key:
+                assert (field.type, column.type.sql, column.type.collation) == (pa.string(), "VARCHAR(64)", "utf8mb4_nopad_bin")
+        if spec.dimension is not None:
+            assert spec.dimension.column in spec.key_columns
+    eur = TABLES["user_transaction_summary_eur"].arrow_schema
+    assert [str(f.type) for f in eur] == [
+        "string", "string", "decimal128(38, 2)", "int64", "decimal128(38, 4)", "decimal128(18, 8)",
+    ]
+    products = TABLES["product_purchase_counts"]
+    assert [c.type.sql for c in products.fact_columns] == [
+        "VARCHAR(64)", "VARCHAR(255)", "VARCHAR(128)", "BIGINT", "DECIMAL(38,2)", "DECIMAL(38,4)", "BIGINT",
+    ]
+
+
+def test_every_value_field_must_name_its_warehouse_type():
+    class Untyped(Record):
+        total_amount: Decimal
+        transaction_count: Annotated[int, BIGINT]
+
+    with pytest.raises(TypeError, match="'total_amount' must carry exactly one SqlType"):
+        fact_columns(("k",), Untyped.model_fields)
+    with pytest.raises(TypeError, match="'total_amount'"):  # a spec refuses it when it is built (at import)
+        TableSpec("untyped", ("k",), Untyped)
+
+
+def test_the_text_bounds_of_the_model_are_those_of_its_columns():
+    spec = TABLES["product_purchase_counts"]
+    value = {"PRODUCT_NAME": "n" * 255, "PURCHASE_COUNT": 1, "TOTAL_REVENUE": 1, "UNIQUE_BUYERS": 1}
+    assert decode_row(spec, b"P-1", json.dumps(value).encode()).value.product_name == "n" * 255
+    with pytest.raises(InvalidRecord, match="PRODUCT_NAME"):
+        decode_row(spec, b"P-1", json.dumps({**value, "PRODUCT_NAME": "n" * 256}).encode())
+
+
+@pytest.mark.parametrize("spec", TABLES.values(), ids=TABLES.keys())
+def test_the_ksql_create_selects_the_key_then_the_value_columns_in_order(spec):
+    text = (KSQL_DIR / "03_tables.sql").read_text()
+    items = select_list(text, spec.topic)
+    assert [name for name, _ in items] == [column.upper() for column in spec.columns]
+    create = statement(text, spec.topic)
+    assert f"KAFKA_TOPIC = '{spec.topic}'" in create
+    assert f"KEY_FORMAT = '{spec.key_format}'" in create and "VALUE_FORMAT = 'JSON'" in create
+    group_by = re.search(r"\bGROUP BY\b(.*?)\bEMIT CHANGES\b", create, re.S).group(1)
+    assert len(group_by.split(",")) == len(spec.key_columns)
+    for column, (_, expression) in zip(spec.fact_columns, items, strict=True):
+        if column.type == decimal(TOTAL):  # a total leaves ksqlDB rounded to the column's DECIMAL
+            assert re.search(rf"DECIMAL\({TOTAL.precision}, {TOTAL.scale}\)\)*$", expression), (spec.name, column.name)
 
 
 # -- aggregation -------------------------------------------------------------------------------
@@ -234,16 +285,3 @@ def test_rates_file_must_hold_positive_decimals(tmp_path):
         good.write_text(text)
         with pytest.raises(ConfigurationError):
             load_rates(good)
-
-
-def test_the_snapshot_specs_agree_with_the_wire_specs():
-    """Two views of the four tables (wire format and version rows) must name the same columns."""
-    from app.snapshots.tables import TABLES as VERSION_TABLES
-
-    assert set(VERSION_TABLES) == set(TABLES)
-    for name, wire in TABLES.items():
-        version = VERSION_TABLES[name]
-        assert version.fact_table == wire.fact_table and version.topic == wire.topic
-        assert version.key == wire.key_columns
-        assert set(version.columns) == set(wire.columns), name
-        assert [(d.table, d.column) for d in version.dimensions] == ([wire.dimension] if wire.dimension else [])
