@@ -1,7 +1,7 @@
 """Creating the topics: the feeds', the dead-letter topic, and the internals of table derivation.
 
 Table changelog topics are compacted (``cleanup.policy=compact``), as ksqlDB creates them. When
-txlake derives the tables (``tables.derive``), it also needs the deltas topic and the Faust tables'
+txlake derives the tables (``tables.derive``), it also needs the deltas topic and the table state's
 changelog topics (``<app id>-<table>-changelog``, compacted), all with one partition count: the
 deltas, the table state and the changelogs are co-partitioned. That count is the table side's own
 (``tables.partitions``, or ``txlake topics --table-partitions``; by default the transaction
