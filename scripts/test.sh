@@ -16,4 +16,4 @@ echo "[test] services and deploy checks"
 bash scripts/infra/up.sh
 bash scripts/deploy-check.sh   # lints the image and the Helm chart; installs helm on first run
 echo "[test] integration, faults and fuzz against the real services"
-.venv/bin/pytest -q --ignore=tests/unit "$@"
+.venv/bin/pytest -q -rfE --durations=25 --ignore=tests/unit "$@"  # the slowest tests and every failure named at the end
