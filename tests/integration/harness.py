@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -217,3 +218,19 @@ async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: da
         days=days,
         late_fraction=late_fraction,
     )
+
+
+async def wait_for_progress(landed_total, beyond: int, worker: WorkerProcess, timeout_s: float = 90) -> None:
+    """Wait until ``await landed_total()`` exceeds ``beyond`` (the worker landed something new).
+
+    The deadline is wall time: a progress poll reads every ledger and takes about a second itself.
+    Raises AssertionError, with the worker's log, if the worker died or landed nothing in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await landed_total() > beyond:
+            return
+        assert worker.alive(), worker.log()[-3000:]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the worker landed nothing in {timeout_s:.0f} s:\n{worker.log()[-3000:]}")
+

@@ -24,6 +24,7 @@ from tests.integration.harness import (
     produce_demo,
     read_lake,
     rows_per_day,
+    wait_for_progress,
 )
 from tests.integration.resume import LedgerWatch
 from tools.loadgen import generate
@@ -42,12 +43,7 @@ async def _landed_total(deployment) -> int:
 
 
 async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float = 60) -> None:
-    for _ in range(int(timeout_s / 0.2)):
-        if await _landed_total(deployment) > beyond:
-            return
-        assert worker.alive(), worker.log()[-3000:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the worker landed nothing in {timeout_s}s:\n{worker.log()[-3000:]}")
+    await wait_for_progress(lambda: _landed_total(deployment), beyond, worker, timeout_s)
 
 
 async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, warehouse_db):

@@ -32,7 +32,7 @@ from app.derived.sink import SOURCE_HEADER
 from app.ops.progress import feed_progress, wait_until_landed
 from models.derive import anonymize, blacklisted, flatten
 from models.transaction import Transaction, decode, to_wire
-from tests.integration.harness import REPO_ROOT, TXLAKE, free_port, produce_demo, read_lake
+from tests.integration.harness import REPO_ROOT, TXLAKE, free_port, produce_demo, read_lake, wait_for_progress
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -152,13 +152,7 @@ async def _landed_total(deployment) -> int:
 
 
 async def _wait_for_progress(deployment, worker, timeout_s: float = 90) -> None:
-    before = await _landed_total(deployment)
-    for _ in range(int(timeout_s / 0.2)):
-        if await _landed_total(deployment) > before:
-            return
-        assert worker.alive(), worker.log()[-3000:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"nothing landed in {timeout_s}s:\n{worker.log()[-3000:]}")
+    await wait_for_progress(lambda: _landed_total(deployment), await _landed_total(deployment), worker, timeout_s)
 
 
 ONLY_STREAMS = {"TXLAKE_TABLES__DERIVE": "false", "TXLAKE_STREAMS__DERIVE": "true"}

@@ -22,7 +22,16 @@ from app.lake.delta import app_id
 from app.ops.progress import feed_progress, wait_until_landed
 from app.ops.verify.deployment import verify_deployment
 from models.derive import flatten
-from tests.integration.harness import REPO_ROOT, TXLAKE, expected_days, free_port, produce_demo, read_lake, rows_per_day
+from tests.integration.harness import (
+    REPO_ROOT,
+    TXLAKE,
+    expected_days,
+    free_port,
+    produce_demo,
+    read_lake,
+    rows_per_day,
+    wait_for_progress,
+)
 from tools.loadgen import generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -38,12 +47,7 @@ async def _landed_total(deployment) -> int:
 
 
 async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float = 90) -> None:
-    for _ in range(int(timeout_s / 0.2)):
-        if await _landed_total(deployment) > beyond:
-            return
-        assert worker.alive(), worker.log()[-3000:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the worker landed nothing in {timeout_s}s:\n{worker.log()[-3000:]}")
+    await wait_for_progress(lambda: _landed_total(deployment), beyond, worker, timeout_s)
 
 
 def _commits(deployment, feed_name: str) -> list[dict]:
@@ -88,13 +92,16 @@ async def test_delta_lake_stays_exactly_once_across_sigkills(deploy, warehouse_d
     # Small batches: many commits for the kills to land between (mid-write, mid-commit, mid-checkpoint).
     deployment = await deploy(3, **DELTA, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
     rng = random.Random(14)
-    producing = asyncio.create_task(produce_demo(deployment, count, seed=seed, now=NOW, rate=3000))
+    producing = asyncio.create_task(produce_demo(deployment, count, seed=seed, now=NOW, rate=1000))
     worker = deployment.worker().start()
-    for _ in range(kills):
+    killed = 0
+    while killed < kills and not producing.done():  # kill while the load still arrives
         await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
         await asyncio.sleep(rng.uniform(0.05, 1.5))
         worker.kill()
+        killed += 1
         worker = deployment.worker().start()
+    assert killed >= 2, "the load was over before two kills"
     await producing
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=300)
     assert worker.alive(), worker.log()[-3000:]
@@ -102,7 +109,7 @@ async def test_delta_lake_stays_exactly_once_across_sigkills(deploy, warehouse_d
     # The offsets live in the log only: no ledger files beside the tables.
     assert not list(Path(deployment.settings.lake.root).glob("_txlake/ledger/**/*.json"))
     commits = _commits(deployment, "transaction_stream")
-    assert len({c.get("txlake.writer") for c in commits if "txlake.writer" in c}) >= kills + 1  # every worker committed
+    assert len({c.get("txlake.writer") for c in commits if "txlake.writer" in c}) >= killed + 1  # every worker committed
     log = Path(deployment.settings.lake.root) / deployment.feed("transaction_stream").dataset / "_delta_log"
     assert list(log.glob("*.checkpoint.parquet")), "no checkpoint after hundreds of commits"
 
