@@ -98,6 +98,11 @@ def _duckdb_glob(storage: LakeStorage) -> pa.Table:
         ).to_arrow_table()
 
 
+def _duckdb_vanished(exc: BaseException) -> bool:
+    """DuckDB's own error for a file its glob listed and that was gone when opened (not an OSError)."""
+    return isinstance(exc, duckdb.IOException) and "no such file" in str(exc).lower()
+
+
 class Reader(threading.Thread):
     """Reads again and again until stopped; keeps every result (or counts a vanished file)."""
 
@@ -114,7 +119,7 @@ class Reader(threading.Thread):
             try:
                 self.results.append(self.read())
             except Exception as exc:  # noqa: BLE001 - judged below
-                if vanished(exc):
+                if vanished(exc) or _duckdb_vanished(exc):
                     self.vanished += 1
                 else:
                     self.error = exc
