@@ -99,8 +99,13 @@ def _duckdb_glob(storage: LakeStorage) -> pa.Table:
 
 
 def _duckdb_vanished(exc: BaseException) -> bool:
-    """DuckDB's own error for a file its glob listed and that was gone when opened (not an OSError)."""
-    return isinstance(exc, duckdb.IOException) and "no such file" in str(exc).lower()
+    """A listed file gone when read, as the other readers report it: DuckDB's own IOException (not
+    an OSError), and moto's S3 server breaking off a GetObject whose object is deleted meanwhile
+    (real S3 returns the whole object or 404, which :func:`vanished` knows)."""
+    text = str(exc).lower()
+    if isinstance(exc, duckdb.IOException):
+        return "no such file" in text
+    return isinstance(exc, OSError) and "getobject" in text and "failed to flush response stream" in text
 
 
 class Reader(threading.Thread):
