@@ -10,7 +10,7 @@ SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
 # The scripts that build a warehouse in the current database (they never name a database).
 WAREHOUSE_SCRIPTS = ("02_create_dimension_tables.sql", "03_create_fact_tables.sql", "05_create_snapshot_versions.sql",
-                     "06_create_lake_leases.sql")
+                     "07_create_lake_leases.sql")
 
 
 def split_sql(text: str) -> list[str]:

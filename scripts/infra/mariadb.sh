@@ -153,7 +153,7 @@ cmd_init() {
   client --database="$DB" <"$SQL_DIR/02_create_dimension_tables.sql"
   client --database="$DB" <"$SQL_DIR/03_create_fact_tables.sql"
   client --database="$DB" <"$SQL_DIR/05_create_snapshot_versions.sql"
-  client --database="$DB" <"$SQL_DIR/06_create_lake_leases.sql"
+  client --database="$DB" <"$SQL_DIR/07_create_lake_leases.sql"
 
   log "creating/refreshing application user $APP_USER@127.0.0.1 and $APP_USER@localhost"
   # Least privilege for the application (the sinks and the HTTP re-export endpoint):

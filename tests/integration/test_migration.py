@@ -1,5 +1,6 @@
 """sql/06 brings a warehouse built by the earlier DDL (tests/integration/sql_v1: PAD SPACE keys,
-DECIMAL(18,x) money) to exactly what sql/02, 03 and 05 build today, keeping its rows."""
+DECIMAL(18,x) money) to exactly what sql/02, 03, 05 and 07 build today, keeping its rows (07, a
+table the earlier DDL did not have, is applied as an upgrade applies it)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 OLD_DDL = Path(__file__).resolve().parent / "sql_v1"
 MIGRATION = "06_migrate_exact_keys_and_wide_money.sql"
+NEWER = ("07_create_lake_leases.sql",)  # tables the earlier DDL did not have: an upgrade applies them too
 KEY_COLUMNS = {
     ("dim_users", "user_id"), ("dim_payment_methods", "payment_method_id"),
     ("txlake_offset_ledger", "feed"), ("txlake_offset_ledger", "topic"),
@@ -26,6 +28,7 @@ KEY_COLUMNS = {
     ("fact_payment_method_totals", "payment_method_id"), ("fact_product_purchase_counts", "product_id"),
     ("txlake_snapshot_versions", "table_name"), ("txlake_snapshot_versions", "trigger_key"),
     ("txlake_snapshot_tables", "table_name"),
+    ("txlake_lake_leases", "resource"), ("txlake_lake_leases", "owner"),
 }
 SEED = [
     "INSERT INTO dim_users (user_id, user_name) VALUES ('a', 'Ann'), ('B', 'Bob')",
@@ -89,6 +92,9 @@ async def test_the_migration_turns_an_old_warehouse_into_todays_schema_and_keeps
             for _ in range(2):  # idempotent
                 for statement in read_sql(MIGRATION):
                     await cursor.execute(statement)
+                for script in NEWER:
+                    for statement in read_sql(script):
+                        await cursor.execute(statement)
 
             assert await _tables(cursor, old) == await _tables(cursor, warehouse_db.database)
             assert {table: await _all(cursor, sql) for table, sql in ROWS.items()} == before
