@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 Positions = Mapping[str, int]
+AllLanded = Callable[[], Awaitable[bool]]  # whether nothing is left to land
 
 
 class LedgerWatch:
@@ -82,25 +83,38 @@ class LedgerWatch:
             await cursor.execute("SELECT feed, topic, kafka_partition, landed_through FROM txlake_offset_ledger")
             return list(await cursor.fetchall())
 
-    async def wait_until_moved(self, since: Positions, worker: WorkerProcess, timeout_s: float) -> float:
+    async def wait_until_moved(
+        self, since: Positions, worker: WorkerProcess, timeout_s: float, all_landed: AllLanded | None = None
+    ) -> float | None:
         """Wait until a ledger is past ``since``; the ``time.monotonic()`` it was first seen moved.
 
-        Fails if the worker dies or nothing moves within ``timeout_s``.
+        ``None`` if ``all_landed()`` says there was nothing left to land (the killed worker landed
+        the rest before it died: no resume to measure). Fails if the worker dies or nothing moves
+        within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
+        checked = time.monotonic()
         while time.monotonic() < deadline:
             now = await self.positions()
             seen_at = time.monotonic()
             if any(landed > since.get(key, -1) for key, landed in now.items()):
                 return seen_at
             assert worker.alive(), worker.log()[-3000:]
+            if all_landed is not None and seen_at - checked > 5:
+                checked = seen_at
+                if await all_landed():
+                    return None
             await asyncio.sleep(POLL_S)
         raise AssertionError(f"no ledger moved for {timeout_s:.0f}s after the restart:\n{worker.log()[-3000:]}")
 
-    async def resume_after_restart(self, since: Positions, worker: WorkerProcess, timeout_s: float = 120) -> Resume:
-        """How long after ``worker``'s process start a ledger moved past ``since``."""
+    async def resume_after_restart(
+        self, since: Positions, worker: WorkerProcess, timeout_s: float = 120, all_landed: AllLanded | None = None
+    ) -> Resume | None:
+        """How long after ``worker``'s process start a ledger moved past ``since`` (None: nothing was left)."""
         assert worker.started_at is not None and worker.process is not None, "the worker was not started"
-        moved_at = await self.wait_until_moved(since, worker, timeout_s)
+        moved_at = await self.wait_until_moved(since, worker, timeout_s, all_landed)
+        if moved_at is None:
+            return None
         return Resume(round(moved_at - worker.started_at, 1), round(cpu_seconds(worker.process.pid), 1))
 
     def close(self) -> None:

@@ -42,6 +42,10 @@ async def _landed_total(deployment) -> int:
     return sum(max(row.lake or 0, -1) + max(row.warehouse or 0, -1) for row in rows)
 
 
+async def _all_landed(deployment) -> bool:
+    return all(row.landed for row in await feed_progress(deployment.settings, deployment.feeds))
+
+
 async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float = 60) -> None:
     await wait_for_progress(lambda: _landed_total(deployment), beyond, worker, timeout_s)
 
@@ -56,6 +60,8 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     resumes = []
     try:
         while len(resumes) < KILLS:
+            if producing.done() and await _all_landed(deployment):
+                break  # nothing left to land: a restart would have nothing to resume
             # Kill only once this worker has landed something, then at a random moment while it
             # keeps landing: mid-batch, mid-commit, between the sinks.
             await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
@@ -63,10 +69,14 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
             worker.kill()
             left_at = await watch.positions()
             worker = deployment.worker().start()
-            resumes.append(await watch.resume_after_restart(left_at, worker))
+            resume = await watch.resume_after_restart(left_at, worker, all_landed=lambda: _all_landed(deployment))
+            if resume is None:  # the killed worker had landed the rest: nothing to resume, stop killing
+                break
+            resumes.append(resume)
     finally:
         watch.close()
     print(f"resume after each restart: {resumes}")
+    assert len(resumes) >= 2, "the load was over before two kills and restarts"
     await producing
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=240)
     assert worker.alive(), worker.log()[-3000:]

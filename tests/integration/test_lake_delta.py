@@ -109,7 +109,7 @@ async def test_delta_lake_stays_exactly_once_across_sigkills(deploy, warehouse_d
     # The offsets live in the log only: no ledger files beside the tables.
     assert not list(Path(deployment.settings.lake.root).glob("_txlake/ledger/**/*.json"))
     commits = _commits(deployment, "transaction_stream")
-    assert len({c.get("txlake.writer") for c in commits if "txlake.writer" in c}) >= killed + 1  # every worker committed
+    assert len({c.get("txlake.writer") for c in commits if "txlake.writer" in c}) >= killed  # every killed worker committed
     log = Path(deployment.settings.lake.root) / deployment.feed("transaction_stream").dataset / "_delta_log"
     assert list(log.glob("*.checkpoint.parquet")), "no checkpoint after hundreds of commits"
 
