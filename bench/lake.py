@@ -57,6 +57,7 @@ from bench.infra import (
     log,
     machine_info,
     new_run,
+    stream_topics,
     wait_for_leaders,
 )
 from bench.probes import proc_cpu_s
@@ -241,7 +242,7 @@ async def run_load(name: str, transactions: int, days: int, late: float, partiti
                    keep: bool) -> dict[str, Any]:
     from app.core.feeds import load_feeds
     from app.ops.topics import create_topics
-    from tools.loadgen import StreamTopics, produce
+    from tools.loadgen import produce
 
     run = new_run(rotate_interval_ms=1000)
     base_env = {**run.env, "TXLAKE_LAKE__COMPACTION__ENABLED": "false", "TXLAKE_LOG_FORMAT": "text"}
@@ -255,9 +256,7 @@ async def run_load(name: str, transactions: int, days: int, late: float, partiti
         log(f"[{name}] {transactions:,} transactions over {days} days ({late:.0%} late) into {partitions} partitions")
         created = await create_topics(settings, feeds, partitions)
         await wait_for_leaders(settings.kafka.bootstrap_servers, created, partitions)
-        by_name = {feed.name: feed.topic for feed in feeds}
-        topics = StreamTopics(by_name["transaction_stream"], by_name["transaction_flattened"],
-                              by_name["transaction_stream_anonymized"], by_name["transaction_stream_blacklisted"])
+        topics = stream_topics(feeds)
         produced = await produce(settings.kafka.bootstrap_servers, topics, transactions, seed=SEED, now=now, days=days,
                                  late_fraction=late, anonymization_key=settings.anonymization.key.get_secret_value().encode(),
                                  blacklist=settings.blacklist)

@@ -59,6 +59,7 @@ from bench.infra import (
     log,
     machine_info,
     new_run,
+    stream_topics,
     wait_for_leaders,
 )
 from bench.probes import RssSampler, proc_cpu_s, proc_status, summarise_profile
@@ -494,7 +495,7 @@ async def pipeline_run(
     settings = deployment.settings
     try:
         report = await produce(
-            settings.kafka.bootstrap_servers, _stream_topics(deployment.feeds), transactions, seed=1,
+            settings.kafka.bootstrap_servers, stream_topics(deployment.feeds), transactions, seed=1,
             anonymization_key=settings.anonymization.key.get_secret_value().encode(), blacklist=settings.blacklist,
             now=NOW, users=case.users, products=case.products,
             # this code derives the three streams itself (streams.derive); a reference tree may not
@@ -558,7 +559,7 @@ async def latency_run(case: Case, args: argparse.Namespace, *, code: str, tree: 
     deployment = Deployment(args.window_ms, keep_logs=args.keep_logs)
     await deployment.open(args.partitions)
     settings = deployment.settings
-    topics = _stream_topics(deployment.feeds)
+    topics = stream_topics(deployment.feeds)
     template = next(tx for tx in generate(50, seed=9, now=NOW) if tx.status == "COMPLETED")
     try:
         worker = deployment.start_worker(tree, "worker.log")
@@ -707,18 +708,6 @@ async def _assigned(consumer: Any) -> list:
     while not consumer.assignment():
         await asyncio.sleep(0.1)
     return list(consumer.assignment())
-
-
-def _stream_topics(feeds: tuple) -> Any:
-    from tools.loadgen import StreamTopics
-
-    by_name = {feed.name: feed.topic for feed in feeds}
-    return StreamTopics(
-        transactions=by_name["transaction_stream"],
-        flattened=by_name["transaction_flattened"],
-        anonymized=by_name["transaction_stream_anonymized"],
-        blacklisted=by_name["transaction_stream_blacklisted"],
-    )
 
 
 # -- report -----------------------------------------------------------------------------------
