@@ -101,20 +101,43 @@ async def test_a_live_update_is_visible_within_the_batch_window(deploy, warehous
 
 
 async def test_sigkilled_derivation_still_counts_every_transaction_once(deploy, warehouse_db):
+    """Three workers SIGKILLed at a random moment while they derive: each incarnation gets a fresh
+    round of transactions (so it has work to be killed in, however fast it caught up), and the
+    tables still count every transaction once."""
     deployment = await deploy(3, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
-    transactions = list(generate(15_000, seed=77, now=NOW))
-    producing = asyncio.create_task(produce_demo(deployment, 15_000, seed=77, now=NOW, rate=3000))
+    rounds = Rounds(deployment, first_seed=77, count=4000, rate=3000)
     rng = random.Random(7)
     worker = deployment.worker().start()
     for _ in range(3):
+        producing = rounds.next()
         await _wait_for_table_progress(deployment, worker)
         await asyncio.sleep(rng.uniform(0.1, 1.5))
         worker.kill()
+        await producing
         worker = deployment.worker().start()
-    await producing
+    await rounds.next()
     await _wait_landed(deployment, timeout_s=300)
     assert worker.alive(), worker.log()[-3000:]
-    assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(rounds.transactions()))
+
+
+class Rounds:
+    """Rounds of generated transactions, one seed each (ids ``TX-<seed>-<n>`` never collide)."""
+
+    def __init__(self, deployment, *, first_seed: int, count: int, rate: float) -> None:
+        self.deployment, self.count, self.rate = deployment, count, rate
+        self.seeds: list[int] = []
+        self.first_seed = first_seed
+
+    def next(self) -> asyncio.Task:
+        """Start producing the next round; the task ends when the broker acknowledged all of it."""
+        seed = self.first_seed + len(self.seeds)
+        self.seeds.append(seed)
+        return asyncio.create_task(produce_demo(self.deployment, self.count, seed=seed, now=NOW, rate=self.rate))
+
+    def transactions(self) -> list:
+        """Every transaction of the rounds started so far."""
+        return [tx for seed in self.seeds for tx in generate(self.count, seed=seed, now=NOW)]
 
 
 async def test_ksqldb_changelogs_upsert_delete_infer_and_dead_letter(deploy, warehouse_db):
@@ -285,26 +308,30 @@ async def test_a_sigkill_between_produce_and_ack_leaves_no_duplicate_and_no_gap(
     """Killed where a random kill rarely lands: after the broker acknowledged a flush's changelog and
     table records, before its progress was written (``tables.produced``) or before the deltas were
     committed (``tables.progressed``). The restarted worker folds those deltas again: the state
-    already holds them (watermarks skip them), the values are sent again, nothing counts twice."""
+    already holds them (watermarks skip them), the values are sent again, nothing counts twice.
+
+    An incarnation is fed new rounds of transactions until it reaches its crash point, so it
+    always gets there, however large the windows a slow machine makes."""
     deployment = await deploy(4, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
-    transactions = list(generate(8000, seed=93, now=NOW))
-    producing = asyncio.create_task(produce_demo(deployment, 8000, seed=93, now=NOW, rate=2000))
-    kills = 0
+    rounds = Rounds(deployment, first_seed=93, count=3000, rate=2000)
     for flush in (3, 7):  # two incarnations die at the n-th flush reaching the point
         worker = deployment.worker(TXLAKE_TEST_CRASH_AT=f"{point}:{flush}").start()
-        deadline = time.monotonic() + 120
+        producing = rounds.next()
+        deadline = time.monotonic() + 180
         while worker.alive():
             assert time.monotonic() < deadline, f"never reached {point} #{flush}\n" + worker.log()[-3000:]
+            if producing.done():
+                await producing
+                producing = rounds.next()
             await asyncio.sleep(0.1)
+        await producing
         assert worker.process.returncode == -9, worker.log()[-3000:]
         assert f"crash point {point} reached" in worker.log()
-        kills += 1
     worker = deployment.worker().start()
-    await producing
+    await rounds.next()
     await _wait_landed(deployment, timeout_s=300)
     assert worker.alive(), worker.log()[-3000:]
-    assert kills == 2
-    assert_tables_match(await landed_tables(warehouse_db), expected_tables(transactions))
+    assert_tables_match(await landed_tables(warehouse_db), expected_tables(rounds.transactions()))
 
 
 def _deltas_partitions_of(worker) -> list[int] | None:
