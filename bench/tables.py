@@ -425,8 +425,8 @@ async def _table_topics(settings: Any, feeds: tuple) -> tuple[int, dict[str, dic
     from app.ops.kafka_positions import read_positions
     from models.tables import decode_row
 
-    def dec(value: float | None, places: int) -> Decimal | None:
-        return None if value is None else Decimal(repr(value)).quantize(Decimal(1).scaleb(-places))
+    def dec(value: Decimal | float | None, places: int) -> Decimal | None:
+        return None if value is None else Decimal(str(value)).quantize(Decimal(1).scaleb(-places))
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
