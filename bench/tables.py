@@ -79,6 +79,10 @@ class Case:
     products: int
 
 
+NEWER_SETTINGS = ("TXLAKE_LAKE__COMPACTION__ENABLED",)
+"""Variables of the shared run environment (:mod:`bench.infra`) that a reference tree from before
+compaction does not know; it has no compaction to turn off."""
+
 MODES = {"agent": "agent alone", "worker": "whole worker"}
 CASES = {"realistic": Case("realistic", 100_000, 10_000), "demo": Case("demo", 500, 50)}
 
@@ -169,6 +173,8 @@ class Deployment:
         else:
             command = [sys.executable, "-c", "import sys; from app.ops.cli import main; sys.exit(main())", "worker"]
             env["PYTHONPATH"] = str(tree)
+            for name in NEWER_SETTINGS:  # an older tree's settings refuse names they do not know
+                env.pop(name, None)
         with open(self.run.scratch / log_name, "wb") as out:
             return subprocess.Popen(command, env=env, cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT)
 
