@@ -19,7 +19,7 @@ from tests.integration.harness import (
 )
 from tools.loadgen import generate
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(300)]
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

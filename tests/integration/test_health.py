@@ -13,7 +13,7 @@ import pytest
 from app.ops.progress import wait_until_landed
 from tests.integration.harness import REPO_ROOT, produce_demo
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(240)]
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 

@@ -28,7 +28,7 @@ from tests.faults.scenario import problems, record_result, run_verify
 from tests.integration.harness import Deployment, WorkerProcess, produce_demo
 from tests.integration.resume import LedgerWatch
 
-pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.crash, pytest.mark.serial, pytest.mark.timeout(900)]
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 KILLS = 3

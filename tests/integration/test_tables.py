@@ -80,6 +80,7 @@ async def test_derived_tables_equal_an_independent_computation(deploy, warehouse
     assert orphans == [(0,)]
 
 
+@pytest.mark.serial  # bounds the latency: a parallel test's load would be measured with it
 async def test_a_live_update_is_visible_within_the_batch_window(deploy, warehouse_db):
     deployment = await deploy(2, TXLAKE_BATCHING__ROTATE_INTERVAL_MS="1000")
     await produce_demo(deployment, 500, seed=5, now=NOW)
