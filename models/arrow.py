@@ -23,7 +23,7 @@ from typing import cast
 
 import pyarrow as pa
 
-from models.transaction import BlacklistedTransaction, FlattenedLine, Record, Transaction
+from models.transaction import RECORD_MODELS, FlattenedLine, Record, Transaction
 
 __all__ = ["RECORD_KINDS", "RecordKind", "PROVENANCE_FIELDS"]
 
@@ -130,12 +130,13 @@ def _products_array(records: Sequence[Transaction]) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, structs, type=_PRODUCTS)
 
 
-RECORD_KINDS: dict[str, RecordKind] = {
-    kind.name: kind
-    for kind in (
-        RecordKind("transaction", Transaction, _TRANSACTION_COLUMNS),
-        RecordKind("flattened_line", FlattenedLine, _FLATTENED_COLUMNS),
-        RecordKind("blacklisted_transaction", BlacklistedTransaction, _BLACKLISTED_COLUMNS),
-    )
+_COLUMNS = {
+    "transaction": _TRANSACTION_COLUMNS,
+    "flattened_line": _FLATTENED_COLUMNS,
+    "blacklisted_transaction": _BLACKLISTED_COLUMNS,
 }
-"""Every record kind the worker lands, by name."""
+
+RECORD_KINDS: dict[str, RecordKind] = {
+    name: RecordKind(name, model, _COLUMNS[name]) for name, model in RECORD_MODELS.items()
+}
+"""Every record kind the worker lands, by name: one per :data:`~models.transaction.RECORD_MODELS` entry."""

@@ -10,6 +10,8 @@ the one place a value column's type is written down, and every other view is der
 - the lake: ``arrow`` is the type of the column in a snapshot version's Parquet files -- text is
   ``string``, counts ``int64``, money ``decimal128`` with the column's precision and scale
   (:mod:`models.money`), so a version read from the lake equals the warehouse's rows to the cent.
+  It is built on use: the tables' description loads without pyarrow (the command line's parser
+  and the feeds' validation read it).
 
 Key columns are ``NOT NULL`` (non-nullable in Arrow) and compare byte for byte; value columns are
 nullable in both, as the fact tables declare them.
@@ -20,39 +22,51 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
 from pydantic.fields import FieldInfo
 
 from models.money import Column
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["BIGINT", "KEY", "KEY_LENGTH", "FactColumn", "SqlType", "decimal", "fact_columns", "varchar"]
 
 
 @dataclass(frozen=True)
 class SqlType:
-    """A warehouse column type (``sql``, e.g. ``DECIMAL(38,2)``) and its Arrow twin.
+    """A warehouse column type (``sql``, e.g. ``DECIMAL(38,2)``) and its Arrow twin (:attr:`arrow`).
 
-    ``collation`` is ``None`` for the table's default collation.
+    The Arrow type is named, not held: ``arrow_factory`` is a pyarrow type factory (``string``,
+    ``int64``, ``decimal128``), ``arrow_args`` its arguments. ``collation`` is ``None`` for the
+    table's default collation.
     """
 
     sql: str
-    arrow: pa.DataType
+    arrow_factory: str
+    arrow_args: tuple[int, ...] = ()
     collation: str | None = None
+
+    @property
+    def arrow(self) -> pa.DataType:
+        """``pyarrow.<arrow_factory>(*arrow_args)``, e.g. ``pa.decimal128(38, 2)``."""
+        import pyarrow as pa
+
+        return getattr(pa, self.arrow_factory)(*self.arrow_args)
 
 
 def varchar(length: int, *, collation: str | None = None) -> SqlType:
     """``VARCHAR(length)`` (characters, as pydantic's ``max_length`` counts them); Arrow ``string``."""
-    return SqlType(f"VARCHAR({length})", pa.string(), collation)
+    return SqlType(f"VARCHAR({length})", "string", collation=collation)
 
 
 def decimal(column: Column) -> SqlType:
     """A money column: ``DECIMAL(p,s)`` and Arrow ``decimal128(p, s)`` of the same size."""
-    return SqlType(column.sql(), pa.decimal128(column.precision, column.scale))
+    return SqlType(column.sql(), "decimal128", (column.precision, column.scale))
 
 
-BIGINT = SqlType("BIGINT", pa.int64())
+BIGINT = SqlType("BIGINT", "int64")
 """A count."""
 
 KEY_LENGTH = 64
@@ -76,6 +90,8 @@ class FactColumn:
 
     @property
     def arrow_field(self) -> pa.Field:
+        import pyarrow as pa
+
         return pa.field(self.name, self.type.arrow, nullable=self.nullable)
 
 

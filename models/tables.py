@@ -38,15 +38,17 @@ import functools
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
-import pyarrow as pa
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
 from models.columns import BIGINT, KEY_LENGTH, FactColumn, decimal, fact_columns, varchar
 from models.money import AVERAGE, RATE, TOTAL, Column
 from models.transaction import InvalidRecord, Record, _record_name, invalid_record
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "DERIVED_HEADER",
@@ -203,6 +205,8 @@ class TableSpec:
     @functools.cached_property
     def arrow_schema(self) -> pa.Schema:
         """A snapshot version's schema: one field per business column; keys non-nullable."""
+        import pyarrow as pa  # on use: the tables' description itself loads without pyarrow
+
         return pa.schema([column.arrow_field for column in self.fact_columns])
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "InvalidRecord",
     "PaymentMethod",
     "Product",
+    "RECORD_MODELS",
     "Record",
     "Rejection",
     "Transaction",
@@ -191,6 +192,17 @@ class FlattenedLine(Record):
     status: _Code
     event_timestamp: EventTimestamp
 
+
+RECORD_MODELS: dict[str, type[Record]] = {
+    "transaction": Transaction,
+    "flattened_line": FlattenedLine,
+    "blacklisted_transaction": BlacklistedTransaction,
+}
+"""Every stream record kind's model, by the kind's name (a feed's ``record``).
+
+:data:`models.arrow.RECORD_KINDS` adds each kind's Arrow schema; the names are here, without
+pyarrow, so that validating the feeds file does not import it.
+"""
 
 R = TypeVar("R", bound=Record)
 

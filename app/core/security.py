@@ -11,12 +11,12 @@ from the environment or a secret file, revealed only here, at connection time, n
 from __future__ import annotations
 
 import ssl
-from typing import Any
-
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from typing import TYPE_CHECKING, Any
 
 from app.core.settings import KafkaSettings, MySQLSettings
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
 
 __all__ = [
     "faust_broker_credentials",
@@ -95,6 +95,7 @@ def request_size_limit(max_bytes: int) -> Any:
     large or streamed body is never needed, so it is refused before any handler runs (and before
     it is read).
     """
+    from aiohttp import web  # the worker's web server only: the command line's clients need no aiohttp
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:

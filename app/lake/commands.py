@@ -12,15 +12,19 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.errors import ConfigurationError
 from app.core.settings import Settings
-from app.lake.catalog import describe_dataset, list_datasets
-from app.lake.compaction import DayResult
 from app.lake.render import human_bytes, table
-from app.lake.sink import DayPartition
-from app.lake.storage import LakeStorage, LocalStorage, ObjectStorage, open_lake_storage
+
+if TYPE_CHECKING:
+    from app.lake.compaction import DayResult
+    from app.lake.sink import DayPartition
+    from app.lake.storage import LakeStorage
+
+# The lake's modules (pyarrow, pandas, polars) are imported by the commands that use them, not
+# here: building the CLI's parser imports this module, and `txlake --help` stays quick.
 
 __all__ = ["register"]
 
@@ -56,6 +60,8 @@ def register(commands: Any) -> None:
 
 
 def _day(text: str) -> DayPartition:
+    from app.lake.sink import DayPartition
+
     try:
         return DayPartition.parse(text)
     except (KeyError, ValueError):
@@ -73,6 +79,8 @@ def require_lake(storage: LakeStorage) -> None:
 
     A reader pointed at nothing must say so: an empty listing would look like an empty lake.
     """
+    from app.lake.storage import LocalStorage, ObjectStorage
+
     if isinstance(storage, LocalStorage):
         if not storage.root.is_dir():
             raise ConfigurationError(
@@ -87,6 +95,9 @@ def require_lake(storage: LakeStorage) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from app.lake.catalog import list_datasets
+    from app.lake.storage import open_lake_storage
+
     if args.lake_command in ("compact", "vacuum"):
         return _maintain(settings, args)
     storage = open_lake_storage(settings.lake)
@@ -167,6 +178,8 @@ def _delta_files(settings: Settings, args: argparse.Namespace) -> int:
 
 def _describer(settings: Settings) -> Callable[[LakeStorage, str], dict[str, Any]]:
     """How a dataset is described: a listing (hive), or a stream dataset's Delta log (lake.format = delta)."""
+    from app.lake.catalog import describe_dataset
+
     if settings.lake.format != "delta":
         return describe_dataset
     from app.core.feeds import load_feeds

@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core.settings import Settings
 from app.lake.render import table
 from app.snapshots.errors import SnapshotError
-from app.snapshots.registry import VersionInfo
 from app.snapshots.tables import TABLES
+
+if TYPE_CHECKING:
+    from app.snapshots.registry import VersionInfo
 
 __all__ = ["register"]
 

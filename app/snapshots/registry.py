@@ -17,9 +17,10 @@ import socket
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiomysql
+if TYPE_CHECKING:  # connections and cursors are the caller's: the module itself needs no driver
+    import aiomysql
 
 __all__ = [
     "Trigger",
