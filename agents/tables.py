@@ -111,6 +111,7 @@ class TableAgent(ConsumerRebalanceListener):
         self._flush_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
+        self._running = False  # run() began: stop() must wait for its last flush
         self._fetched_at: dict[int, float] = {}
         self._stall_checked = time.monotonic()
         self._to_commit: dict[TopicPartition, int] = {}
@@ -121,7 +122,12 @@ class TableAgent(ConsumerRebalanceListener):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Derive until :meth:`stop`; then flush what is folded and commit."""
+        """Derive until :meth:`stop`; then flush what is folded and commit. Returns at once if
+        :meth:`stop` came first (a worker stopped during its start-up)."""
+        if self._stopping.is_set():
+            self._finished.set()
+            return
+        self._running = True
         kafka = self.settings.kafka
         producer = AIOKafkaProducer(
             **self.client_options, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=MAX_BATCH_BYTES
@@ -166,8 +172,15 @@ class TableAgent(ConsumerRebalanceListener):
             self._finished.set()
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Ask :meth:`run` to flush and return, and wait for it (bounded)."""
+        """Ask :meth:`run` to flush and return, and wait for it (bounded).
+
+        If :meth:`run` has not begun (the process is stopped during its start-up, before the app's
+        tasks run), nothing was folded and there is nothing to wait for: returns at once, and a
+        later :meth:`run` returns without starting.
+        """
         self._stopping.set()
+        if not self._running:
+            return
         try:
             await asyncio.wait_for(self._finished.wait(), timeout_s)
         except TimeoutError:
