@@ -23,7 +23,7 @@ from app.core.settings import Settings
 from app.ops.topics import create_topics
 from app.tables.state import state_table_names
 from tools.env_settings import settings_from_env
-from tools.loadgen import StreamTopics, produce
+from tools.loadgen import StreamTopics, generate, produce
 from tools.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -218,6 +218,34 @@ async def produce_demo(deployment: Deployment, count: int, *, seed: int, now: da
         days=days,
         late_fraction=late_fraction,
     )
+
+
+class Rounds:
+    """Rounds of generated transactions, one seed each (ids ``TX-<seed>-<n>`` never collide).
+
+    A test that kills workers starts a round per incarnation, so each one has work to be killed
+    in, however fast the one before it caught up.
+    """
+
+    def __init__(self, deployment: Deployment, *, first_seed: int, count: int, rate: float, now: datetime) -> None:
+        self.deployment, self.count, self.rate, self.now = deployment, count, rate, now
+        self.first_seed = first_seed
+        self.seeds: list[int] = []
+
+    def next(self) -> asyncio.Task:
+        """Start producing the next round; the task ends when the broker acknowledged all of it."""
+        seed = self.first_seed + len(self.seeds)
+        self.seeds.append(seed)
+        return asyncio.create_task(produce_demo(self.deployment, self.count, seed=seed, now=self.now, rate=self.rate))
+
+    def transactions(self) -> list:
+        """Every transaction of the rounds started so far."""
+        return [tx for seed in self.seeds for tx in generate(self.count, seed=seed, now=self.now)]
+
+    @property
+    def total(self) -> int:
+        """How many transactions the rounds started so far produce."""
+        return self.count * len(self.seeds)
 
 
 async def wait_for_progress(landed_total, beyond: int, worker: WorkerProcess, timeout_s: float = 90) -> None:

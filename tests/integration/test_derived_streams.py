@@ -32,7 +32,7 @@ from app.derived.sink import SOURCE_HEADER
 from app.ops.progress import feed_progress, wait_until_landed
 from models.derive import anonymize, blacklisted, flatten
 from models.transaction import Transaction, decode, to_wire
-from tests.integration.harness import REPO_ROOT, TXLAKE, free_port, produce_demo, read_lake, wait_for_progress
+from tests.integration.harness import REPO_ROOT, TXLAKE, Rounds, free_port, produce_demo, read_lake, wait_for_progress
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -163,18 +163,21 @@ async def test_derived_streams_equal_the_semantics_exactly_once_across_sigkills(
                               TXLAKE_STREAMS__TRANSACTION_TIMEOUT_MS="20000", **ONLY_STREAMS)
     assert deployment.settings.derives_streams
     rng = random.Random(13)
-    producing = asyncio.create_task(produce_demo(deployment, 24_000, seed=21, now=NOW, rate=3000))
+    rounds = Rounds(deployment, first_seed=21, count=5000, rate=3000, now=NOW)  # one per incarnation
     worker = deployment.worker().start()
     for _ in range(4):
+        producing = rounds.next()
         await _wait_for_progress(deployment, worker)
         await asyncio.sleep(rng.uniform(0.1, 1.5))
         worker.kill()
+        report = await producing
+        assert list(report.counts) == [deployment.feed("transaction_stream").topic], "the producer wrote transactions only"
         worker = deployment.worker().start()
-    report = await producing
-    assert list(report.counts) == [deployment.feed("transaction_stream").topic], "the producer wrote transactions only"
+    await rounds.next()
     await wait_until_landed(deployment.settings, deployment.feeds, timeout_s=400)
     per_stream = await assert_derived_exactly_once(deployment)
-    assert per_stream["flatten"] > 24_000 and per_stream["anonymize"] == 24_000 and per_stream["blacklist"] > 0
+    total = rounds.total
+    assert per_stream["flatten"] > total and per_stream["anonymize"] == total and per_stream["blacklist"] > 0
     run_verify(deployment, worker.env)
     assert worker.alive(), worker.log()[-3000:]
 

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from app.ops.progress import feed_progress, wait_until_landed
 from app.tables.rates import load_rates
 from models.transaction import to_wire
-from tests.integration.harness import fetch_all, produce_demo
+from tests.integration.harness import Rounds, fetch_all, produce_demo
 from tests.tables_oracle import CENT, assert_tables_match, expected_tables
 from tools.loadgen import generate
 
@@ -106,7 +106,7 @@ async def test_sigkilled_derivation_still_counts_every_transaction_once(deploy, 
     round of transactions (so it has work to be killed in, however fast it caught up), and the
     tables still count every transaction once."""
     deployment = await deploy(3, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
-    rounds = Rounds(deployment, first_seed=77, count=4000, rate=3000)
+    rounds = Rounds(deployment, first_seed=77, count=4000, rate=3000, now=NOW)
     rng = random.Random(7)
     worker = deployment.worker().start()
     for _ in range(3):
@@ -120,25 +120,6 @@ async def test_sigkilled_derivation_still_counts_every_transaction_once(deploy, 
     await _wait_landed(deployment, timeout_s=300)
     assert worker.alive(), worker.log()[-3000:]
     assert_tables_match(await landed_tables(warehouse_db), expected_tables(rounds.transactions()))
-
-
-class Rounds:
-    """Rounds of generated transactions, one seed each (ids ``TX-<seed>-<n>`` never collide)."""
-
-    def __init__(self, deployment, *, first_seed: int, count: int, rate: float) -> None:
-        self.deployment, self.count, self.rate = deployment, count, rate
-        self.seeds: list[int] = []
-        self.first_seed = first_seed
-
-    def next(self) -> asyncio.Task:
-        """Start producing the next round; the task ends when the broker acknowledged all of it."""
-        seed = self.first_seed + len(self.seeds)
-        self.seeds.append(seed)
-        return asyncio.create_task(produce_demo(self.deployment, self.count, seed=seed, now=NOW, rate=self.rate))
-
-    def transactions(self) -> list:
-        """Every transaction of the rounds started so far."""
-        return [tx for seed in self.seeds for tx in generate(self.count, seed=seed, now=NOW)]
 
 
 async def test_ksqldb_changelogs_upsert_delete_infer_and_dead_letter(deploy, warehouse_db):
@@ -314,7 +295,7 @@ async def test_a_sigkill_between_produce_and_ack_leaves_no_duplicate_and_no_gap(
     An incarnation is fed new rounds of transactions until it reaches its crash point, so it
     always gets there, however large the windows a slow machine makes."""
     deployment = await deploy(4, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
-    rounds = Rounds(deployment, first_seed=93, count=3000, rate=2000)
+    rounds = Rounds(deployment, first_seed=93, count=3000, rate=2000, now=NOW)
     for flush in (3, 7):  # two incarnations die at the n-th flush reaching the point
         worker = deployment.worker(TXLAKE_TEST_CRASH_AT=f"{point}:{flush}").start()
         producing = rounds.next()
