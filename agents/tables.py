@@ -54,6 +54,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import JoinGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
@@ -128,30 +129,13 @@ class TableAgent(ConsumerRebalanceListener):
             self._finished.set()
             return
         self._running = True
-        kafka = self.settings.kafka
-        producer = AIOKafkaProducer(
-            **self.client_options, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=MAX_BATCH_BYTES
-        )
-        await producer.start()
-        self._writer = BatchWriter(producer, self._backoff)
-        consumer = self.consumer = AIOKafkaConsumer(
-            **self.client_options,
-            group_id=self.settings.table_group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            group_instance_id=kafka.group_instance_id,  # static member: a restart takes its partitions back
-        )
+        clients = await self._connect()
+        if clients is None:  # stopped while the broker could not be reached
+            self._finished.set()
+            return
+        producer, consumer = clients
         stopped_cleanly = False
         try:
-            self._deltas_partitions = len(await producer.partitions_for(self.deltas_topic))
-            self._outputs = {
-                table: (topic, len(await producer.partitions_for(topic))) for table, topic in self.output_topics.items()
-            }
-            consumer.subscribe([self.deltas_topic], listener=self)
-            await consumer.start()
             self._ticked = time.monotonic()
             watchdog = asyncio.create_task(self._watch_for_freezes())
             try:
@@ -170,6 +154,50 @@ class TableAgent(ConsumerRebalanceListener):
             await consumer.stop()
             await producer.stop()
             self._finished.set()
+
+    async def _connect(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer] | None:
+        """The agent's producer and its consumer, started and subscribed to the deltas topic.
+
+        Retried with backoff while the broker cannot be reached (a worker that starts while Kafka
+        restarts waits for it, as every other client of the worker does); None if :meth:`stop`
+        came first. Nothing is folded yet, so a failed attempt leaves nothing behind.
+        """
+        kafka = self.settings.kafka
+        attempt = 0
+        while not self._stopping.is_set():
+            producer = AIOKafkaProducer(
+                **self.client_options, acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=MAX_BATCH_BYTES
+            )
+            consumer = AIOKafkaConsumer(
+                **self.client_options,
+                group_id=self.settings.table_group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                session_timeout_ms=kafka.session_timeout_ms,
+                heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+                group_instance_id=kafka.group_instance_id,  # static member: a restart takes its partitions back
+            )
+            try:
+                await producer.start()
+                self._deltas_partitions = len(await producer.partitions_for(self.deltas_topic))
+                self._outputs = {
+                    table: (topic, len(await producer.partitions_for(topic))) for table, topic in self.output_topics.items()
+                }
+                consumer.subscribe([self.deltas_topic], listener=self)
+                await consumer.start()
+            except (KafkaError, OSError) as exc:
+                await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                logger.warning("table agent: cannot start its Kafka clients (%s); retrying in %.1f s", exc, delay)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            self._writer = BatchWriter(producer, self._backoff)
+            self.consumer = consumer
+            return producer, consumer
+        return None
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Ask :meth:`run` to flush and return, and wait for it (bounded).

@@ -49,12 +49,15 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from app.core.feeds import Feed
+from app.core.retry import Backoff
 from app.core.security import kafka_client_options
 from app.core.settings import Settings
 
@@ -126,22 +129,9 @@ class StreamFetcher(ConsumerRebalanceListener):
 
     async def run(self) -> None:
         """Fetch until :meth:`stop`; commits landed offsets on the way out."""
-        kafka, batching = self.settings.kafka, self.settings.batching
-        self.consumer = AIOKafkaConsumer(
-            **kafka_client_options(kafka),
-            group_id=self.group_id,
-            group_instance_id=kafka.group_instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",  # transactional topics: committed records only
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            # Bounded prefetch: at most ~1 MiB per partition and 16 MiB per fetch wait in memory.
-            max_partition_fetch_bytes=1024 * 1024,
-            fetch_max_bytes=16 * 1024 * 1024,
-        )
-        self.consumer.subscribe(list(self.feeds), listener=self)
-        await self.consumer.start()
+        batching = self.settings.batching
+        if not await self._start_consumer():
+            return  # stopped while the broker could not be reached
         committer = asyncio.create_task(self._commit_periodically())
         # What exists now (modules, the Faust app, clients, sinks) lives as long as the process:
         # move it out of the collector's reach, so the full collections that record churn
@@ -157,6 +147,41 @@ class StreamFetcher(ConsumerRebalanceListener):
                 logger.warning("final offset commit failed: %s", exc)
             leave_group_on_stop(self.consumer)
             await self.consumer.stop()
+
+    async def _start_consumer(self) -> bool:
+        """Start the consumer, subscribed to the feeds; retried with backoff while the broker cannot
+        be reached (a worker starting while Kafka restarts waits for it). False if stopped first."""
+        kafka, errors = self.settings.kafka, self.settings.errors
+        backoff = Backoff(errors.retry_backoff_ms / 1000, errors.retry_backoff_max_ms / 1000)
+        attempt = 0
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                **kafka_client_options(kafka),
+                group_id=self.group_id,
+                group_instance_id=kafka.group_instance_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",  # transactional topics: committed records only
+                session_timeout_ms=kafka.session_timeout_ms,
+                heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+                # Bounded prefetch: at most ~1 MiB per partition and 16 MiB per fetch wait in memory.
+                max_partition_fetch_bytes=1024 * 1024,
+                fetch_max_bytes=16 * 1024 * 1024,
+            )
+            consumer.subscribe(list(self.feeds), listener=self)
+            try:
+                await consumer.start()
+            except (KafkaError, OSError) as exc:
+                await asyncio.gather(consumer.stop(), return_exceptions=True)
+                delay = backoff.delay(attempt)
+                attempt += 1
+                logger.warning("stream fetcher: cannot start its consumer (%s); retrying in %.1f s", exc, delay)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            self.consumer = consumer
+            return True
+        return False
 
     def stop(self) -> None:
         self._stopping.set()
