@@ -185,8 +185,10 @@ class TableAgent(ConsumerRebalanceListener):
                     table: (topic, len(await producer.partitions_for(topic))) for table, topic in self.output_topics.items()
                 }
                 consumer.subscribe([self.deltas_topic], listener=self)
+                self.consumer = consumer  # the rebalance callbacks use it, also during the start
                 await consumer.start()
             except (KafkaError, OSError) as exc:
+                self.consumer = None
                 await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
                 delay = self._backoff.delay(attempt)
                 attempt += 1
@@ -195,7 +197,6 @@ class TableAgent(ConsumerRebalanceListener):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
             self._writer = BatchWriter(producer, self._backoff)
-            self.consumer = consumer
             return producer, consumer
         return None
 

@@ -169,9 +169,11 @@ class StreamFetcher(ConsumerRebalanceListener):
                 fetch_max_bytes=16 * 1024 * 1024,
             )
             consumer.subscribe(list(self.feeds), listener=self)
+            self.consumer = consumer  # the rebalance callbacks use it, also during the start
             try:
                 await consumer.start()
             except (KafkaError, OSError) as exc:
+                self.consumer = None
                 await asyncio.gather(consumer.stop(), return_exceptions=True)
                 delay = backoff.delay(attempt)
                 attempt += 1
@@ -179,7 +181,6 @@ class StreamFetcher(ConsumerRebalanceListener):
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 continue
-            self.consumer = consumer
             return True
         return False
 
