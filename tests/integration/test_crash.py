@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -24,7 +25,6 @@ from tests.integration.harness import (
     produce_demo,
     read_lake,
     rows_per_day,
-    wait_for_progress,
 )
 from tests.integration.resume import LedgerWatch
 from tools.loadgen import generate
@@ -46,8 +46,20 @@ async def _all_landed(deployment) -> bool:
     return all(row.landed for row in await feed_progress(deployment.settings, deployment.feeds))
 
 
-async def _wait_for_progress(deployment, beyond: int, worker, timeout_s: float = 60) -> None:
-    await wait_for_progress(lambda: _landed_total(deployment), beyond, worker, timeout_s)
+async def _progress_or_done(deployment, worker, producing: asyncio.Task, timeout_s: float = 60) -> bool:
+    """True once the worker landed something new; False if the load is over and everything landed
+    first (then a kill would find nothing to interrupt). One loop checks both: checked one after the
+    other, the last records can land in between and leave nothing to wait for."""
+    beyond = await _landed_total(deployment)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await _landed_total(deployment) > beyond:
+            return True
+        if producing.done() and await _all_landed(deployment):
+            return False
+        assert worker.alive(), worker.log()[-3000:]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the worker landed nothing in {timeout_s:.0f} s:\n{worker.log()[-3000:]}")
 
 
 async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, warehouse_db):
@@ -60,11 +72,10 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
     resumes = []
     try:
         while len(resumes) < KILLS:
-            if producing.done() and await _all_landed(deployment):
-                break  # nothing left to land: a restart would have nothing to resume
             # Kill only once this worker has landed something, then at a random moment while it
             # keeps landing: mid-batch, mid-commit, between the sinks.
-            await _wait_for_progress(deployment, beyond=await _landed_total(deployment), worker=worker)
+            if not await _progress_or_done(deployment, worker, producing):
+                break  # nothing left to land: a restart would have nothing to resume
             await asyncio.sleep(rng.uniform(0.05, 1.5))
             worker.kill()
             left_at = await watch.positions()
