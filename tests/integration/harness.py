@@ -248,16 +248,22 @@ class Rounds:
         return self.count * len(self.seeds)
 
 
-async def wait_for_progress(landed_total, beyond: int, worker: WorkerProcess, timeout_s: float = 90) -> None:
-    """Wait until ``await landed_total()`` exceeds ``beyond`` (the worker landed something new).
+async def wait_for_progress(landed_total, beyond: int, worker: WorkerProcess, timeout_s: float = 90,
+                            finished=None) -> bool:
+    """Wait until ``await landed_total()`` exceeds ``beyond`` (the worker landed something new): True.
 
+    With ``finished`` (an async predicate: the load is over and everything landed), also stop
+    waiting when it holds: False. One loop checks both: checked one after the other, the last
+    records could land in between and leave nothing to wait for.
     The deadline is wall time: a progress poll reads every ledger and takes about a second itself.
     Raises AssertionError, with the worker's log, if the worker died or landed nothing in time.
     """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if await landed_total() > beyond:
-            return
+            return True
+        if finished is not None and await finished():
+            return False
         assert worker.alive(), worker.log()[-3000:]
         await asyncio.sleep(0.2)
     raise AssertionError(f"the worker landed nothing in {timeout_s:.0f} s:\n{worker.log()[-3000:]}")

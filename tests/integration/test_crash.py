@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +24,7 @@ from tests.integration.harness import (
     produce_demo,
     read_lake,
     rows_per_day,
+    wait_for_progress,
 )
 from tests.integration.resume import LedgerWatch
 from tools.loadgen import generate
@@ -46,22 +46,6 @@ async def _all_landed(deployment) -> bool:
     return all(row.landed for row in await feed_progress(deployment.settings, deployment.feeds))
 
 
-async def _progress_or_done(deployment, worker, producing: asyncio.Task, timeout_s: float = 60) -> bool:
-    """True once the worker landed something new; False if the load is over and everything landed
-    first (then a kill would find nothing to interrupt). One loop checks both: checked one after the
-    other, the last records can land in between and leave nothing to wait for."""
-    beyond = await _landed_total(deployment)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await _landed_total(deployment) > beyond:
-            return True
-        if producing.done() and await _all_landed(deployment):
-            return False
-        assert worker.alive(), worker.log()[-3000:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the worker landed nothing in {timeout_s:.0f} s:\n{worker.log()[-3000:]}")
-
-
 async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, warehouse_db):
     # Small batches: many commit points for the kills to land between.
     deployment = await deploy(3, TXLAKE_BATCHING__FLUSH_SIZE="200", TXLAKE_BATCHING__ROTATE_INTERVAL_MS="200")
@@ -74,7 +58,11 @@ async def test_sigkill_during_load_lands_every_event_exactly_once(deploy, wareho
         while len(resumes) < KILLS:
             # Kill only once this worker has landed something, then at a random moment while it
             # keeps landing: mid-batch, mid-commit, between the sinks.
-            if not await _progress_or_done(deployment, worker, producing):
+            async def finished() -> bool:
+                return producing.done() and await _all_landed(deployment)
+
+            beyond = await _landed_total(deployment)
+            if not await wait_for_progress(lambda: _landed_total(deployment), beyond, worker, 60, finished):
                 break  # nothing left to land: a restart would have nothing to resume
             await asyncio.sleep(rng.uniform(0.05, 1.5))
             worker.kill()
