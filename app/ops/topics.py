@@ -44,7 +44,10 @@ async def create_topics(
     wanted[settings.dead_letter_topic] = (partitions, None)
     created = await _create_missing(settings, wanted, replication)
     if settings.tables.derive and derivation_source(feeds) is not None:
-        created += (await _ensure_derivation(settings, feeds, replication, tables))[1]
+        # The topics just created are known without asking: a broker under load may not list a
+        # topic yet in the moment after it acknowledged its creation.
+        known = {topic: wanted[topic][0] for topic in created}
+        created += (await _ensure_derivation(settings, feeds, replication, tables, known))[1]
     return created
 
 
@@ -58,15 +61,17 @@ async def ensure_derivation_topics(settings: Settings, feeds: tuple[Feed, ...], 
 
 
 async def _ensure_derivation(
-    settings: Settings, feeds: tuple[Feed, ...], replication: int, wanted: int | None
+    settings: Settings, feeds: tuple[Feed, ...], replication: int, wanted: int | None,
+    known: dict[str, int] | None = None,
 ) -> tuple[int, list[str]]:
+    """``known``: partition counts of topics this process has just created (they count as existing)."""
     source = derivation_source(feeds)
     if source is None:
         raise ConfigurationError("tables.derive is on but no feed names the deltas sink (sinks = [..., \"deltas\"])")
     admin = AIOKafkaAdminClient(**kafka_client_options(settings.kafka))
     await admin.start()
     try:
-        counts = await _partition_counts(admin, [source.topic, settings.table_deltas_topic])
+        counts = {**(known or {}), **await _partition_counts(admin, [source.topic, settings.table_deltas_topic])}
     finally:
         await admin.close()
     if source.topic not in counts:
